@@ -1,0 +1,258 @@
+"""The command line: parse, load settings, hand over, print, exit with the documented code.
+
+Thin on purpose: each command is a few lines that call into the agent. Heavy imports
+(msgraph, azure-identity, apscheduler) happen inside the commands that need them, so
+`dap-agent --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent import __version__
+from agent.errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, DapError, UsageError
+
+if TYPE_CHECKING:
+    from agent.run import RunReport
+    from agent.settings import Settings
+
+JOB_IDS = ("active-users", "offboarding", "device-compliance", "privileged-roles")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dap-agent",
+        description="Enforces the DAP contract on a Microsoft 365 / Intune tenant via Graph.",
+        epilog="Exit codes: 0 run completed; 1 audit log not intact or internal error; "
+               "2 usage or configuration error; 3 cannot reach or authenticate to Graph, or a "
+               "permission is missing; 4 the run completed but some actions failed.")
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML file (default: $DAP_AGENT_CONFIG, then "
+                             "/etc/dap-agent/agent.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--version", action="version", version=f"dap-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("jobs", help="list jobs, their schedule and last run")
+
+    run = sub.add_parser("run", help="run one job now")
+    run.add_argument("job", choices=JOB_IDS)
+    run.add_argument("--dry-run", action="store_true",
+                     help="report every change the job would make; make none")
+    run.add_argument("--json", action="store_true", help="print the run report as JSON")
+    run.add_argument("--final", action="store_true",
+                     help="active-users: deliver the month (its export becomes immutable)")
+    run.add_argument("--wait", action="store_true",
+                     help="if the job is running elsewhere, wait for it instead of exiting")
+
+    export = sub.add_parser("export", help="re-render a stored export")
+    export.add_argument("what", choices=["active-users"])
+    export.add_argument("--month", required=True, metavar="YYYY-MM")
+    export.add_argument("--format", choices=["csv", "xlsx"], default="csv")
+    export.add_argument("--output", metavar="PATH")
+
+    sub.add_parser("serve", help="the daemon: run jobs on their schedule")
+
+    audit = sub.add_parser("audit", help="check or read the audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    audit_sub.add_parser("verify", help="exit 0 if the log is intact, 1 if not")
+    show = audit_sub.add_parser("show", help="a run's entries, or the latest runs")
+    show.add_argument("run_id", nargs="?")
+
+    config = sub.add_parser("config", help="check the configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = config_sub.add_parser("check", help="validate settings")
+    check.add_argument("--online", action="store_true",
+                       help="also get a token and check the granted Graph permissions")
+
+    demo = sub.add_parser("demo", help="all jobs against the built-in sandbox tenant")
+    demo.add_argument("--dir", default="dap-agent-demo",
+                      help="where the demo keeps its config, tenant and state "
+                           "(default ./dap-agent-demo)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from agent.logs import configure
+
+    configure(verbose=args.verbose)
+    try:
+        return COMMANDS[args.command](args)
+    except DapError as exc:
+        print(f"dap-agent: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("dap-agent: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"dap-agent: internal error: {type(exc).__name__}: {exc} "
+              "(run again with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from agent.settings import config_path, load_settings
+
+    return load_settings(config_path(args.config))
+
+
+# ---- commands ------------------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.runner import run_job
+
+    settings = _settings(args)
+    try:
+        report = asyncio.run(run_job(settings, args.job, dry_run=args.dry_run, final=args.final,
+                                     wait_for_lock=args.wait))
+    except DapError as exc:
+        failed: RunReport | None = getattr(exc, "report", None)
+        if failed is not None and args.json:
+            _print_json(failed)
+        raise
+    if args.json:
+        _print_json(report)
+    else:
+        print_report(report)
+    return EXIT_PARTIAL if report.status == "partial" else EXIT_OK
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from agent.jobstate import job_status
+
+    settings = _settings(args)
+    rows = job_status(settings)
+    print(f"{'JOB':<18} {'SCHEDULE':<24} {'NEXT RUN':<26} {'LAST RUN':<22} {'STATUS':<8} FINDINGS")
+    for row in rows:
+        print(f"{row.job:<18} {row.schedule:<24} {row.next_run or '-':<26} "
+              f"{row.last_run or '-':<22} {row.status or '-':<8} "
+              f"{'-' if row.findings is None else row.findings}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from jobs.active_users import export_month
+
+    settings = _settings(args)
+    output = Path(args.output) if args.output else None
+    path = export_month(settings.state_dir, args.month, args.format, output)
+    print(path)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from agent.serve import serve
+
+    settings = _settings(args)
+    asyncio.run(serve(settings))
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from agent.runner import audit_log
+
+    log = audit_log(_settings(args))
+    if args.audit_command == "verify":
+        result = log.verify()
+        if result.ok:
+            print(f"audit log intact: {result.entries} entries ({log.path})")
+            return EXIT_OK
+        where = f"line {result.bad_line}: " if result.bad_line else ""
+        print(f"audit log NOT intact: {where}{result.problem} ({log.path}; "
+              f"{result.entries} entries before it verify)")
+        return 1
+    if args.run_id:
+        entries = [e for e in log.entries() if e.get("run_id") == args.run_id]
+        if not entries:
+            raise UsageError(f"no run {args.run_id!r} in {log.path}")
+        for entry in entries:
+            print(json.dumps(entry, ensure_ascii=False))
+        return EXIT_OK
+    runs: dict[str, dict[str, Any]] = {}
+    for entry in log.entries():
+        if entry.get("event") == "run-started":
+            runs[entry["run_id"]] = {"started": entry.get("ts"), "job": entry.get("job"),
+                                     "trigger": entry.get("trigger"),
+                                     "dry_run": entry.get("dry_run"), "status": "running?"}
+        elif entry.get("event") in ("run-finished", "run-failed") and entry["run_id"] in runs:
+            runs[entry["run_id"]]["status"] = entry.get("status")
+    print(f"{'RUN ID':<48} {'JOB':<18} {'TRIGGER':<9} {'DRY':<5} STATUS")
+    for run_id, info in list(runs.items())[-20:]:
+        print(f"{run_id:<48} {info['job']:<18} {info['trigger']:<9} "
+              f"{'yes' if info['dry_run'] else 'no':<5} {info['status']}")
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from jobs import REGISTRY
+
+    enabled = [spec for spec in REGISTRY.values()
+               if settings.policy(spec.policy_section).enabled]
+    print(f"configuration valid: tenant {settings.tenant_id}, graph {settings.graph_url}, "
+          f"state {settings.state_dir}")
+    for spec in enabled:
+        mode = getattr(settings.policy(spec.policy_section), "mode", None)
+        print(f"  {spec.id:<18} schedule {settings.policy(spec.policy_section).schedule!r}"
+              + (f", mode {mode}" if mode else ""))
+    if not args.online:
+        return EXIT_OK
+    from agent.online_check import check_online
+
+    missing = asyncio.run(check_online(settings, enabled))
+    if missing:
+        for job, permission in missing:
+            print(f"MISSING permission {permission} (needed by {job})")
+        from agent.errors import GraphPermissionError
+
+        raise GraphPermissionError(", ".join(sorted({p for _, p in missing})))
+    print("online check passed: token acquired, every needed Graph permission is granted")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    return run_demo(Path(args.dir))
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run, "jobs": cmd_jobs, "export": cmd_export, "serve": cmd_serve,
+    "audit": cmd_audit, "config": cmd_config, "demo": cmd_demo,
+}
+
+
+# ---- output --------------------------------------------------------------------------------
+
+def _print_json(report: RunReport) -> None:
+    sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str, ensure_ascii=False))
+    sys.stdout.write("\n")
+
+
+def print_report(report: RunReport) -> None:
+    mode = "dry run" if report.dry_run else "enforced"
+    print(f"{report.job}: {report.status} ({mode}, run {report.run_id})")
+    for key, value in report.summary.items():
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            print(f"  {key}: {value}")
+    by_rule = Counter(f.rule for f in report.findings)
+    for rule, count in sorted(by_rule.items()):
+        print(f"  finding {rule}: {count}")
+    by_action = Counter((a.action, a.status) for a in report.actions)
+    for (action, status), count in sorted(by_action.items()):
+        print(f"  action {action} {status}: {count}")
+    for warning in report.warnings:
+        print(f"  warning: {warning}")
+    if report.error:
+        print(f"  error: {report.error}")

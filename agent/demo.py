@@ -1,0 +1,82 @@
+"""`dap-agent demo`: every job against the built-in sandbox tenant, no Microsoft account.
+
+The demo writes a real configuration file next to a file-backed sandbox tenant, so after
+it the same commands an admin uses work on it (`--config <dir>/agent.toml`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+from agent.errors import EXIT_OK, EXIT_PARTIAL, DapError, UsageError
+from agent.run import RunReport
+from agent.runner import audit_log, run_job
+from agent.settings import load_settings
+from agent.tomlwrite import dumps
+from jobs import REGISTRY
+
+MARKER = ".dap-agent-demo"
+
+
+def prepare(directory: Path) -> Path:
+    """A fresh demo directory with its config; only ever clears a directory it made."""
+    directory = directory.resolve()
+    if directory.exists() and any(directory.iterdir()) and not (directory / MARKER).exists():
+        raise UsageError(f"{directory} exists and is not a dap-agent demo directory; "
+                         "pass --dir with a new or empty directory")
+    if (directory / MARKER).exists():
+        shutil.rmtree(directory / "state", ignore_errors=True)
+        (directory / "tenant.json").unlink(missing_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (directory / MARKER).write_text("made by dap-agent demo; safe to delete\n")
+    from agent.sandbox import DEMO_POLICY
+
+    config = {
+        "tenant_id": "00000000-0000-4000-8000-00000000d3a0",
+        "client_id": "00000000-0000-4000-8000-0000000c11e0",
+        "graph_url": f"sandbox:{directory / 'tenant.json'}",
+        "state_dir": str(directory / "state"),
+        **DEMO_POLICY,
+    }
+    path = directory / "agent.toml"
+    path.write_text("# written by `dap-agent demo`: the sandbox tenant, not a real one\n"
+                    + dumps(config), encoding="utf-8")
+    return path
+
+
+async def _run_all(config: Path) -> list[tuple[str, RunReport | None, DapError | None]]:
+    settings = load_settings(config)
+    results: list[tuple[str, RunReport | None, DapError | None]] = []
+    for job_id in REGISTRY:
+        try:
+            results.append((job_id, await run_job(settings, job_id, trigger="demo"), None))
+        except DapError as exc:
+            results.append((job_id, getattr(exc, "report", None), exc))
+    return results
+
+
+def run_demo(directory: Path) -> int:
+    from agent.cli import print_report
+
+    config = prepare(directory)
+    print(f"dap-agent demo: sandbox tenant and state in {config.parent}\n")
+    exit_code = EXIT_OK
+    for job_id, report, error in asyncio.run(_run_all(config)):
+        if report is not None:
+            print_report(report)
+        if error is not None:
+            print(f"{job_id}: error: {error}")
+            exit_code = max(exit_code, error.exit_code)
+        elif report is not None and report.status == "partial":
+            exit_code = max(exit_code, EXIT_PARTIAL)
+        print()
+    result = audit_log(load_settings(config)).verify()
+    print(f"audit log: {'intact' if result.ok else 'NOT intact: ' + result.problem}, "
+          f"{result.entries} entries")
+    print(f"\nTry:  dap-agent --config {config} audit show\n"
+          f"      dap-agent --config {config} run offboarding --json\n"
+          f"      DAP_AGENT_OFFBOARDING__MODE=enforce dap-agent --config {config} "
+          "run offboarding")
+    return exit_code if result.ok else 1

@@ -1,0 +1,88 @@
+"""One error hierarchy; each error knows the exit code the CLI ends with.
+
+Exit codes (product-spec): 0 run completed, 1 audit log not intact / internal error,
+2 usage or configuration error, 3 cannot reach or authenticate to Graph or a permission
+is missing, 4 the run completed but some actions failed.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_GRAPH = 3
+EXIT_PARTIAL = 4
+
+
+class DapError(Exception):
+    """Base of every error the CLI turns into a message and an exit code."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class UsageError(DapError):
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(DapError):
+    """All problems of a configuration at once, each 'source: key: problem'."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class LockBusyError(DapError):
+    """Another process runs the same job."""
+
+    exit_code = EXIT_USAGE
+
+
+class GraphError(DapError):
+    """Graph answered with an error. Carries Graph's code, message and request id."""
+
+    exit_code = EXIT_GRAPH
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        super().__init__(message)
+
+
+class GraphNotFoundError(GraphError):
+    """404: the object does not exist (on a delete: already gone)."""
+
+
+class GraphAuthError(GraphError):
+    """Cannot authenticate (401, token request refused, bad certificate)."""
+
+
+class GraphPermissionError(GraphAuthError):
+    """403: the app lacks a Graph permission; the message names it."""
+
+    def __init__(self, permission: str, *, request_id: str | None = None,
+                 code: str | None = None, detail: str = "") -> None:
+        self.permission = permission
+        msg = (f"missing Graph permission {permission}: grant the application permission "
+               f"'{permission}' to the app registration and give admin consent")
+        if detail:
+            msg += f" ({detail})"
+        super().__init__(msg, status=403, code=code, request_id=request_id)
+
+
+class GraphUnavailableError(GraphError):
+    """Graph could not be reached or stayed throttled/unavailable past the retry budget."""
+
+
+class GraphDataError(GraphError):
+    """Graph returned something we cannot trust (malformed JSON, truncated list)."""

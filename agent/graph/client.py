@@ -1,0 +1,401 @@
+"""The one way to Microsoft Graph: tokens, HTTP, paging, retries, error translation.
+
+Only this module (and `agent.graph.auth`, which it imports lazily) touches msgraph-core,
+kiota and azure-identity; service modules next to it call `GraphClient` and map the raw
+JSON pages into small typed models. Pages are read as raw JSON: deserialising a 999-user
+page into SDK model objects costs seconds of CPU, `json.loads` milliseconds.
+
+Retries: exactly one layer (tenacity, below). The SDK's RetryHandler is left out of the
+middleware pipeline so attempts never multiply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+)
+
+from agent.errors import (
+    GraphAuthError,
+    GraphDataError,
+    GraphError,
+    GraphNotFoundError,
+    GraphPermissionError,
+    GraphUnavailableError,
+)
+
+log = structlog.get_logger("agent.graph")
+
+# kiota's middleware pipeline only runs for requests that carry this extension.
+KIOTA_OPTIONS = "kiota_request_options"
+RETRYABLE_STATUS = {429, 503, 504}
+
+
+class TokenSource(Protocol):
+    """Gives the bearer token for Graph; `refresh=True` bypasses any cache."""
+
+    async def token(self, *, refresh: bool = False) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    max_total_seconds: float = 120.0
+    # backoff when Graph sends no Retry-After (seconds: base * 2**n, capped, with jitter)
+    backoff_base: float = 1.0
+    backoff_cap: float = 30.0
+
+
+@dataclass
+class WriteResult:
+    status: int
+    request_id: str | None
+    body: dict[str, Any] | None = None
+    already_gone: bool = False
+
+
+@dataclass
+class Collection:
+    """A whole collection read page by page, with what Graph said about its size."""
+
+    items: list[dict[str, Any]]
+    reported_count: int | None
+    pages: int
+
+
+@dataclass
+class GraphStats:
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    by_path: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "retries": self.retries,
+                "throttled": self.throttled, "by_path": dict(self.by_path)}
+
+
+class _Retryable(Exception):
+    """An attempt that may be repeated; `retry_after` is Graph's hint in seconds."""
+
+    def __init__(self, error: GraphError, retry_after: float | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds; Graph sends fractional values ("2.128"), kiota's int() drops them."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP date: rare on Graph; fall back to backoff
+    return max(0.0, seconds)
+
+
+def _error_envelope(response: httpx.Response) -> tuple[str | None, str]:
+    try:
+        body = response.json()
+        err = body.get("error") or {}
+        return err.get("code"), str(err.get("message") or "")
+    except (ValueError, AttributeError):
+        return None, response.reason_phrase
+
+
+def path_key(url: str) -> str:
+    """'/v1.0/users?$top=999' -> '/users': the collection a request belongs to."""
+    path = urlsplit(url).path
+    return path.split("/v1.0", 1)[-1] or "/"
+
+
+class GraphClient:
+    """Async Graph client over an httpx client that carries the SDK's middleware."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        tokens: TokenSource,
+        *,
+        graph_url: str,
+        retry: RetryPolicy | None = None,
+        low_priority: bool = False,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._http = http
+        self._tokens = tokens
+        self.base_url = graph_url.rstrip("/") + "/v1.0"  # no trailing slash: never '//users'
+        self._retry = retry or RetryPolicy()
+        self._low_priority = low_priority
+        self._sleep = sleep
+        self.stats = GraphStats()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        await self._tokens.close()
+
+    async def access_token(self) -> str:
+        """The current bearer token (for `config check --online` to read its roles)."""
+        return await self._tokens.token()
+
+    async def __aenter__(self) -> GraphClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ---- reads -------------------------------------------------------------------------
+
+    async def iter_pages(
+        self,
+        path: str,
+        *,
+        permission: str,
+        select: Sequence[str] = (),
+        top: int | None = None,
+        filter: str | None = None,
+        count: bool = False,
+        params: Mapping[str, str] | None = None,
+        eventual: bool = False,
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], int | None]]:
+        """Yield (items, @odata.count) per page, following @odata.nextLink verbatim."""
+        query: dict[str, str] = dict(params or {})
+        if select:
+            query["$select"] = ",".join(select)
+        if top:
+            query["$top"] = str(top)
+        if filter:
+            query["$filter"] = filter
+        if count:
+            query["$count"] = "true"
+        # ConsistencyLevel is not carried to next pages by Graph: send it on every page.
+        headers = {"ConsistencyLevel": "eventual"} if (count or eventual) else {}
+        url: str | None = self.base_url + path
+        first = True
+        while url is not None:
+            response = await self._request("GET", url, permission=permission,
+                                           params=query if first else None, headers=headers)
+            body = _json_object(response)
+            items = body.get("value")
+            if not isinstance(items, list):
+                raise GraphDataError(f"GET {path_key(url)}: response has no 'value' list",
+                                     request_id=response.headers.get("request-id"))
+            reported = body.get("@odata.count") if first else None
+            yield items, reported if isinstance(reported, int) else None
+            next_link = body.get("@odata.nextLink")
+            url = next_link if isinstance(next_link, str) and next_link else None
+            first = False
+
+    async def list(self, path: str, *, permission: str, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        async for items, _ in self.iter_pages(path, permission=permission, **kwargs):
+            for item in items:
+                yield item
+
+    async def collect(self, path: str, *, permission: str, **kwargs: Any) -> Collection:
+        items: list[dict[str, Any]] = []
+        reported: int | None = None
+        pages = 0
+        async for page, count in self.iter_pages(path, permission=permission, **kwargs):
+            if pages == 0:
+                reported = count
+            pages += 1
+            items.extend(page)
+        return Collection(items=items, reported_count=reported, pages=pages)
+
+    async def get(self, path: str, *, permission: str, select: Sequence[str] = (),
+                  params: Mapping[str, str] | None = None) -> dict[str, Any]:
+        query = dict(params or {})
+        if select:
+            query["$select"] = ",".join(select)
+        response = await self._request("GET", self.base_url + path, permission=permission,
+                                       params=query)
+        return _json_object(response)
+
+    # ---- writes ------------------------------------------------------------------------
+
+    async def write(self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
+                    permission: str, idempotent: bool,
+                    headers: Mapping[str, str] | None = None) -> WriteResult:
+        """PATCH/POST/DELETE. `idempotent` says whether repeating it is safe (503/504/resets).
+
+        A 404 on DELETE means the object is already gone: not an error.
+        """
+        try:
+            response = await self._request(method, self.base_url + path, permission=permission,
+                                           json_body=body, idempotent=idempotent,
+                                           headers=headers or {})
+        except GraphNotFoundError as exc:
+            if method == "DELETE":
+                return WriteResult(status=404, request_id=exc.request_id, already_gone=True)
+            raise
+        payload: dict[str, Any] | None = None
+        if response.content:
+            payload = _json_object(response)
+        return WriteResult(status=response.status_code,
+                           request_id=response.headers.get("request-id"), body=payload)
+
+    async def patch(self, path: str, body: Mapping[str, Any], *, permission: str) -> WriteResult:
+        return await self.write("PATCH", path, body, permission=permission, idempotent=True)
+
+    async def post(self, path: str, body: Mapping[str, Any] | None = None, *, permission: str,
+                   idempotent: bool = False) -> WriteResult:
+        return await self.write("POST", path, body, permission=permission, idempotent=idempotent)
+
+    async def delete(self, path: str, *, permission: str) -> WriteResult:
+        return await self.write("DELETE", path, permission=permission, idempotent=True)
+
+    # ---- one request, with the one retry layer ----------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        permission: str,
+        params: Mapping[str, str] | None = None,
+        json_body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool = True,
+    ) -> httpx.Response:
+        policy = self._retry
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Retryable),
+            wait=self._wait,
+            stop=stop_after_attempt(policy.max_attempts)
+            | stop_before_delay(policy.max_total_seconds),
+            sleep=self._sleep,
+            before_sleep=self._before_sleep,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(method, url, permission=permission, params=params,
+                                               json_body=json_body, headers=headers or {},
+                                               idempotent=idempotent)
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            error = last.error if isinstance(last, _Retryable) else None
+            raise GraphUnavailableError(
+                f"{method} {path_key(url)}: Graph still unavailable after "
+                f"{exc.last_attempt.attempt_number} attempts ({error or last})",
+                status=error.status if error else None,
+                code=error.code if error else None,
+                request_id=error.request_id if error else None,
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return exc.retry_after
+        policy = self._retry
+        backoff = min(policy.backoff_cap, policy.backoff_base * 2 ** (state.attempt_number - 1))
+        return backoff * (0.5 + random.random() / 2)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        self.stats.retries += 1
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("graph request retried", attempt=state.attempt_number,
+                    wait_seconds=round(state.upcoming_sleep, 3),
+                    reason=str(exc.error) if isinstance(exc, _Retryable) else str(exc))
+
+    async def _attempt(
+        self,
+        method: str,
+        url: str,
+        *,
+        permission: str,
+        params: Mapping[str, str] | None,
+        json_body: Mapping[str, Any] | None,
+        headers: Mapping[str, str],
+        idempotent: bool,
+    ) -> httpx.Response:
+        refreshed = False
+        while True:
+            token = await self._tokens.token(refresh=refreshed)
+            request_headers = {
+                **headers,
+                "Authorization": f"Bearer {token}",
+                # msgraph-core only adds it for Microsoft hosts: set it ourselves, always
+                "client-request-id": str(uuid.uuid4()),
+            }
+            if self._low_priority:
+                request_headers["x-ms-throttle-priority"] = "low"
+            self.stats.requests += 1
+            self.stats.by_path[f"{method} {path_key(url)}"] += 1
+            try:
+                response = await self._http.request(
+                    method, url, params=params, json=json_body, headers=request_headers,
+                    extensions={KIOTA_OPTIONS: {}},
+                )
+            except httpx.TimeoutException as exc:
+                raise self._transport_failure(method, url, "timed out", idempotent) from exc
+            except httpx.TransportError as exc:
+                raise self._transport_failure(method, url, type(exc).__name__, idempotent) from exc
+            status = response.status_code
+            request_id = response.headers.get("request-id")
+            log.debug("graph request", method=method, path=path_key(url), status=status,
+                      request_id=request_id)
+            if status < 400:
+                return response
+            code, message = _error_envelope(response)
+            if status == 401 and not refreshed:
+                refreshed = True  # an expired or revoked token: get a new one, once
+                continue
+            if status == 401:
+                raise GraphAuthError(
+                    f"Graph refused the token (401 {code or ''}): check tenant id, client id "
+                    "and credential", status=401, code=code, request_id=request_id)
+            if status == 403:
+                raise GraphPermissionError(permission, request_id=request_id, code=code,
+                                           detail=f"{method} {path_key(url)}")
+            error_cls = GraphNotFoundError if status == 404 else GraphError
+            error = error_cls(f"{method} {path_key(url)}: {status} {code or ''} {message}".strip(),
+                              status=status, code=code, request_id=request_id)
+            if status == 429:
+                self.stats.throttled += 1
+                raise _Retryable(error, parse_retry_after(response.headers.get("Retry-After")))
+            if status in RETRYABLE_STATUS and idempotent:
+                raise _Retryable(error, parse_retry_after(response.headers.get("Retry-After")))
+            raise error
+
+    @staticmethod
+    def _transport_failure(method: str, url: str, what: str, idempotent: bool) -> Exception:
+        error = GraphUnavailableError(f"{method} {path_key(url)}: connection {what}")
+        # A write that may have reached Graph is not repeated unless that is safe.
+        return _Retryable(error, None) if idempotent else error
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        raise GraphDataError(
+            f"{response.request.method} {path_key(str(response.request.url))}: "
+            "response is not valid JSON",
+            status=response.status_code, request_id=response.headers.get("request-id"),
+        ) from None
+    if not isinstance(body, dict):
+        raise GraphDataError("response is not a JSON object", status=response.status_code,
+                             request_id=response.headers.get("request-id"))
+    return body

@@ -1,0 +1,65 @@
+"""structlog set-up: JSON lines on stderr for journald, readable lines on a terminal.
+
+Logs never go to stdout (`--json` prints exactly one document there). A processor redacts
+anything that looks like a secret or a token, whatever key it hides under.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+SECRET_KEYS = re.compile(r"secret|password|token|authorization|assertion|private|credential",
+                         re.IGNORECASE)
+# a JWT, or a Bearer header value, anywhere in a string
+SECRET_VALUES = re.compile(r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]*|Bearer\s+\S+", re.IGNORECASE)
+REDACTED = "[redacted]"
+
+
+def redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return SECRET_VALUES.sub(REDACTED, value)
+    if isinstance(value, dict):
+        return {k: (REDACTED if SECRET_KEYS.search(str(k)) else redact_value(v))
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(v) for v in value]
+    return value
+
+
+def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if SECRET_KEYS.search(key) and key != "event":
+            event[key] = REDACTED
+        else:
+            event[key] = redact_value(event[key])
+    return event
+
+
+def configure(*, verbose: bool = False, json_lines: bool | None = None) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    if json_lines is None:
+        json_lines = not sys.stderr.isatty()
+    renderer: Any = (structlog.processors.JSONRenderer() if json_lines
+                     else structlog.dev.ConsoleRenderer(colors=False))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,  # run_id on every line of a run
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # httpx logs every request (with its URL) at INFO; azure-identity is chatty too
+    for name in ("httpx", "httpcore", "azure", "msal", "apscheduler"):
+        logging.getLogger(name).setLevel(logging.WARNING)

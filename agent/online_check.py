@@ -1,0 +1,53 @@
+"""`config check --online`: get a token, compare its granted permissions with the jobs' needs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from agent.graph.connect import build_graph_client, token_roles
+from agent.job import JobSpec
+from agent.settings import Settings
+
+# A granted permission also covers these weaker ones (Graph's permission hierarchy).
+IMPLIES: dict[str, tuple[str, ...]] = {
+    "Directory.ReadWrite.All": ("Directory.Read.All", "User.Read.All", "User.ReadWrite.All",
+                                "GroupMember.Read.All", "Device.Read.All",
+                                "Organization.Read.All"),
+    "Directory.Read.All": ("User.Read.All", "GroupMember.Read.All", "Device.Read.All",
+                           "Organization.Read.All"),
+    "User.ReadWrite.All": ("User.Read.All",),
+    "Group.Read.All": ("GroupMember.Read.All",),
+    "RoleManagement.Read.All": ("RoleManagement.Read.Directory",),
+    "RoleManagement.ReadWrite.Directory": ("RoleManagement.Read.Directory",
+                                           "RoleEligibilitySchedule.Read.Directory",
+                                           "RoleAssignmentSchedule.Read.Directory"),
+    "RoleManagement.Read.Directory": ("RoleEligibilitySchedule.Read.Directory",
+                                      "RoleAssignmentSchedule.Read.Directory"),
+    "DeviceManagementManagedDevices.ReadWrite.All": ("DeviceManagementManagedDevices.Read.All",),
+    "DeviceManagementConfiguration.ReadWrite.All": ("DeviceManagementConfiguration.Read.All",),
+    "BitlockerKey.Read.All": ("BitlockerKey.ReadBasic.All",),
+}
+
+
+def effective(granted: set[str]) -> set[str]:
+    result = set(granted)
+    changed = True
+    while changed:
+        changed = False
+        for permission in list(result):
+            for weaker in IMPLIES.get(permission, ()):
+                if weaker not in result:
+                    result.add(weaker)
+                    changed = True
+    return result
+
+
+async def check_online(settings: Settings, jobs: Sequence[JobSpec]) -> list[tuple[str, str]]:
+    """Return (job, permission) for each permission an enabled job needs and lacks.
+
+    Raises GraphAuthError when no token can be had (exit 3)."""
+    async with build_graph_client(settings) as graph:
+        token = await graph.access_token()
+        granted = effective(token_roles(token))
+    return [(spec.id, permission) for spec in jobs for permission in spec.permissions
+            if permission not in granted]

@@ -1,0 +1,238 @@
+"""A run of a job: the run report it builds and the audit entries it writes as it goes.
+
+`Run` is a context manager: entering writes `run-started`, leaving writes `run-finished`
+(or `run-failed`). Every tenant change goes through `Run.change`, which audits it as
+planned before it is made and as done/failed after, so a crash at any point leaves a log
+that says exactly which changes were made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import structlog
+
+from agent.audit import AuditLog
+from agent.errors import GraphAuthError, GraphError
+
+Severity = Literal["high", "medium", "low", "info"]
+ActionStatus = Literal["done", "planned", "skipped", "failed"]
+RunStatus = Literal["ok", "partial", "failed"]
+
+log = structlog.get_logger("agent.run")
+
+
+def iso_z(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Subject:
+    type: str  # user, device, group, servicePrincipal, policy, tenant, assignment, ...
+    id: str
+    name: str | None = None
+
+
+@dataclass
+class Finding:
+    rule: str
+    severity: Severity
+    subject: Subject
+    detail: str
+
+
+@dataclass
+class Action:
+    action: str
+    target: dict[str, str | None]
+    status: ActionStatus
+    reason: str
+    request_id: str | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    job: str
+    trigger: str
+    dry_run: bool
+    started_at: str
+    finished_at: str | None = None
+    status: RunStatus = "ok"
+    summary: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def failed_actions(self) -> int:
+        return sum(1 for a in self.actions if a.status == "failed")
+
+
+class Change:
+    """One tenant change inside `Run.change`: the job fills in the outcome."""
+
+    def __init__(self, action: Action, execute: bool) -> None:
+        self.action = action
+        self.execute = execute  # False in a dry run: the job must not call Graph
+        self.ok = False
+
+    def done(self, *, request_id: str | None = None, after: dict[str, Any] | None = None,
+             note: str | None = None) -> None:
+        self.ok = True
+        self.action.status = "done"
+        self.action.request_id = request_id
+        self.action.after = after
+        if note:
+            self.action.reason = f"{self.action.reason}; {note}"
+
+
+def new_run_id(job: str, now: datetime) -> str:
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{job}-{secrets.token_hex(3)}"
+
+
+class Run:
+    def __init__(self, *, audit: AuditLog, runs_dir: Path, job: str, trigger: str,
+                 dry_run: bool, now: datetime, context: dict[str, Any] | None = None) -> None:
+        self.audit = audit
+        self.runs_dir = runs_dir
+        self.report = RunReport(run_id=new_run_id(job, now), job=job, trigger=trigger,
+                                dry_run=dry_run, started_at=iso_z(now))
+        self._context = context or {}
+        self.interrupted = False
+
+    @property
+    def run_id(self) -> str:
+        return self.report.run_id
+
+    @property
+    def dry_run(self) -> bool:
+        return self.report.dry_run
+
+    # ---- what a job records ------------------------------------------------------------
+
+    def finding(self, rule: str, severity: Severity, subject: Subject, detail: str) -> None:
+        self.report.findings.append(Finding(rule, severity, subject, detail))
+
+    def warn(self, message: str) -> None:
+        self.report.warnings.append(message)
+        log.warning(message, run_id=self.run_id)
+
+    def skip(self, action: str, target: Subject, reason: str) -> Action:
+        record = Action(action=action, target=_target(target), status="skipped", reason=reason)
+        self.report.actions.append(record)
+        self._audit("action", **_action_entry(record))
+        return record
+
+    @contextmanager
+    def change(self, action: str, target: Subject, reason: str,
+               before: dict[str, Any] | None = None) -> Iterator[Change]:
+        """Audit a change as planned, let the job make it, audit the outcome.
+
+        In a dry run the change is only planned (`change.execute` is False). A GraphError
+        inside marks this change failed and the batch goes on; an authentication or
+        permission error ends the run (nothing else would work either).
+        """
+        record = Action(action=action, target=_target(target), status="planned",
+                        reason=reason, before=before)
+        self.report.actions.append(record)
+        handle = Change(record, execute=not self.dry_run)
+        self._audit("action", **_action_entry(record), dry_run=self.dry_run)
+        log.info("dry run: would " + action if self.dry_run else "changing: " + action,
+                 run_id=self.run_id, target=record.target, reason=reason)
+        if self.dry_run:
+            yield handle
+            return
+        try:
+            yield handle
+        except GraphAuthError:
+            self._fail(record, "authentication or permission error")
+            raise
+        except GraphError as exc:
+            self._fail(record, str(exc), request_id=exc.request_id)
+            return
+        except BaseException as exc:
+            self._fail(record, f"interrupted: {type(exc).__name__}")
+            raise
+        if record.status == "planned":  # the job decided not to make it after all
+            record.status = "skipped"
+        self._audit("action", **_action_entry(record))
+
+    def _fail(self, record: Action, error: str, request_id: str | None = None) -> None:
+        record.status = "failed"
+        record.error = error
+        record.request_id = request_id or record.request_id
+        self._audit("action", **_action_entry(record))
+        log.error("change failed", run_id=self.run_id, action=record.action,
+                  target=record.target, error=error)
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def _audit(self, event: str, **data: Any) -> None:
+        self.audit.append({"run_id": self.run_id, "job": self.report.job, "event": event,
+                           **data})
+
+    def __enter__(self) -> Run:
+        self._audit("run-started", trigger=self.report.trigger, dry_run=self.dry_run,
+                    **self._context)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        report = self.report
+        report.finished_at = iso_z(datetime.now(UTC))
+        if exc is not None and not self.interrupted:
+            report.status = "failed"
+            report.error = str(exc) or type(exc).__name__
+        elif self.interrupted or report.failed_actions:
+            report.status = "partial"
+        path = self._store()
+        entry: dict[str, Any] = {
+            "status": report.status,
+            "summary": report.summary,
+            "findings_by_rule": dict(Counter(f.rule for f in report.findings)),
+            "actions_by_status": dict(Counter(a.status for a in report.actions)),
+            "report_path": str(path),
+            "report_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
+        if report.status == "failed":
+            self._audit("run-failed", error=report.error, **entry)
+        else:
+            self._audit("run-finished", **entry)
+
+    def _store(self) -> Path:
+        self.runs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.runs_dir / f"{self.run_id}.json"
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(self.report.to_dict(), fh, indent=2, default=str)
+            fh.write("\n")
+        os.replace(tmp, path)
+        return path
+
+
+def _target(subject: Subject) -> dict[str, str | None]:
+    return {"type": subject.type, "id": subject.id, "name": subject.name}
+
+
+def _action_entry(record: Action) -> dict[str, Any]:
+    return {k: v for k, v in asdict(record).items() if v is not None}

@@ -1,0 +1,113 @@
+"""Run one job: lock, Graph client, audited Run, JobContext, the job, the stored report.
+
+The CLI and the daemon both come through here, so a run by hand and a scheduled run are
+audited, locked and recorded the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from agent.audit import AuditLog
+from agent.errors import UsageError
+from agent.graph.client import GraphClient
+from agent.graph.connect import build_graph_client
+from agent.job import JobContext, JobSpec
+from agent.run import Run, RunReport
+from agent.settings import Settings
+from jobs import REGISTRY
+
+log = structlog.get_logger("agent.runner")
+
+
+def get_job(job_id: str) -> JobSpec:
+    try:
+        return REGISTRY[job_id]
+    except KeyError:
+        raise UsageError(f"unknown job {job_id!r}; jobs: {', '.join(REGISTRY)}") from None
+
+
+def agent_now(settings: Settings) -> datetime:
+    """The agent's clock. `DAP_AGENT_NOW` may fix it, against the sandbox only (a test hook)."""
+    fixed = os.environ.get("DAP_AGENT_NOW")
+    if fixed and settings.uses_sandbox:
+        try:
+            moment = datetime.fromisoformat(fixed.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"DAP_AGENT_NOW: not an ISO date-time: {fixed!r}") from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=settings.zone)
+    return datetime.now(UTC)
+
+
+def ensure_state_dir(settings: Settings) -> None:
+    try:
+        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(settings.state_dir, 0o700)
+    except OSError as exc:
+        raise UsageError(f"state_dir: cannot create or use {settings.state_dir}: "
+                         f"{exc.strerror}") from None
+
+
+def audit_log(settings: Settings) -> AuditLog:
+    return AuditLog(settings.state_dir / "audit.jsonl")
+
+
+async def run_job(
+    settings: Settings,
+    job_id: str,
+    *,
+    trigger: str = "cli",
+    dry_run: bool = False,
+    final: bool = False,
+    now: datetime | None = None,
+    graph: GraphClient | None = None,
+    wait_for_lock: bool = False,
+) -> RunReport:
+    """Run a job and return its report. A job that raises has been audited as failed by
+    the Run; the exception is re-raised with the report attached as `exc.report`."""
+    from agent.jobstate import record_run
+    from agent.lock import job_lock
+
+    spec = get_job(job_id)
+    policy = settings.policy(spec.policy_section)
+    if not policy.enabled and trigger != "cli":
+        raise UsageError(f"job {job_id} is disabled in the configuration")
+    ensure_state_dir(settings)
+    moment = now or agent_now(settings)
+    mode = getattr(policy, "mode", None)
+    effective_dry = dry_run or (spec.changes_tenant and mode != "enforce")
+    context: dict[str, Any] = {"tenant_id": settings.tenant_id, "mode": mode,
+                               "dry_run_requested": dry_run, "final": final}
+    with job_lock(settings.state_dir, job_id, wait=wait_for_lock):
+        run = Run(audit=audit_log(settings), runs_dir=settings.state_dir / "runs", job=job_id,
+                  trigger=trigger, dry_run=effective_dry, now=moment, context=context)
+        own_client = graph is None
+        client = graph or build_graph_client(settings, low_priority=trigger != "cli", now=moment)
+        structlog.contextvars.bind_contextvars(run_id=run.run_id, job=job_id)
+        try:
+            with run:
+                ctx = JobContext(settings=settings, policy=policy, graph=client, run=run,
+                                 state_dir=settings.state_dir, now=moment, tz=settings.zone,
+                                 dry_run=effective_dry, final=final)
+                log.info("run started", trigger=trigger, dry_run=effective_dry)
+                try:
+                    await spec.run(ctx)
+                finally:
+                    run.report.summary.setdefault("graph_requests", client.stats.requests)
+        except BaseException as exc:
+            exc.report = run.report  # type: ignore[attr-defined]
+            record_run(settings.state_dir, run.report)
+            log.error("run failed", status=run.report.status, error=run.report.error)
+            raise
+        finally:
+            structlog.contextvars.unbind_contextvars("run_id", "job")
+            if own_client:
+                await client.aclose()
+    record_run(settings.state_dir, run.report)
+    log.info("run finished", status=run.report.status, findings=len(run.report.findings),
+             actions=len(run.report.actions))
+    return run.report

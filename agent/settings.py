@@ -1,0 +1,245 @@
+"""Settings: CLI flags > environment `DAP_AGENT_*` > systemd credentials > the TOML file.
+
+Strict: unknown keys are errors, and every problem is reported at once as
+`source: key: problem`. Never log a `Settings` object: it holds the client secret.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from agent.errors import ConfigError
+from jobs.active_users import Policy as ActiveUsersPolicy
+from jobs.device_compliance import Policy as DeviceCompliancePolicy
+from jobs.offboarding import Policy as OffboardingPolicy
+from jobs.privileged_roles import Policy as PrivilegedRolesPolicy
+
+DEFAULT_CONFIG = Path("/etc/dap-agent/agent.toml")
+ENV_PREFIX = "DAP_AGENT_"
+# file names in $CREDENTIALS_DIRECTORY (systemd LoadCredential=) and the setting each fills
+CREDENTIAL_FILES = {
+    "client_secret": "client_secret",
+    "client_certificate": "client_certificate_path",
+    "client_certificate.pem": "client_certificate_path",
+}
+
+
+def default_state_dir() -> Path:
+    # systemd's StateDirectory= may list several, colon-separated: the first is ours
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state) if state else Path("/var/lib/dap-agent")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
+                                      extra="forbid", case_sensitive=False)
+
+    tenant_id: str = Field(min_length=1, description="Entra ID tenant id (GUID)")
+    client_id: str = Field(min_length=1, description="app registration's client id")
+    client_certificate_path: Path | None = None
+    client_secret: SecretStr | None = None
+    graph_url: str = "https://graph.microsoft.com"
+    authority_host: str = "https://login.microsoftonline.com"
+    state_dir: Path = Field(default_factory=default_state_dir)
+    timezone: str = "Europe/Amsterdam"
+
+    active_users: ActiveUsersPolicy = Field(default_factory=ActiveUsersPolicy)
+    offboarding: OffboardingPolicy = Field(default_factory=OffboardingPolicy)
+    device_compliance: DeviceCompliancePolicy = Field(default_factory=DeviceCompliancePolicy)
+    privileged_roles: PrivilegedRolesPolicy = Field(default_factory=PrivilegedRolesPolicy)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as "
+                             "Europe/Amsterdam)") from None
+        return value
+
+    @field_validator("graph_url", "authority_host")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if value.startswith("sandbox:"):
+            return value
+        if not value.startswith("https://"):
+            raise ValueError("must be an https:// URL (TLS is always verified)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> Settings:
+        if self.uses_sandbox:
+            return self
+        if self.client_certificate_path is None and self.client_secret is None:
+            raise ValueError("no credential: set client_certificate_path (preferred) or "
+                             "client_secret")
+        if self.client_certificate_path is not None and not self.client_certificate_path.is_file():
+            raise ValueError(f"client_certificate_path: {self.client_certificate_path} "
+                             "does not exist or is not a file")
+        return self
+
+    @property
+    def uses_sandbox(self) -> bool:
+        return self.graph_url.startswith("sandbox:")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def policy(self, section: str) -> Any:
+        return getattr(self, section)
+
+    def __repr__(self) -> str:  # never print secrets, even by accident
+        return f"Settings(tenant_id={self.tenant_id!r}, graph_url={self.graph_url!r})"
+
+    __str__ = __repr__
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _DictSource(settings_cls, _LOADING["credentials"]),
+                _DictSource(settings_cls, _LOADING["toml"]))
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self.data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+# What the sources hold while `load_settings` builds a Settings (single-threaded CLI).
+_LOADING: dict[str, dict[str, Any]] = {"credentials": {}, "toml": {}}
+
+
+def config_path(cli_value: str | None) -> Path:
+    if cli_value:
+        return Path(cli_value)
+    env = os.environ.get("DAP_AGENT_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found (pass --config FILE or set "
+                           "DAP_AGENT_CONFIG)"]) from None
+    except PermissionError:
+        raise ConfigError([f"{path}: cannot read the file (permission denied)"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a directory, not a TOML file"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: TOML syntax error: {exc}"]) from None
+
+
+def read_credentials() -> dict[str, Any]:
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return {}
+    found: dict[str, Any] = {}
+    for name, setting in CREDENTIAL_FILES.items():
+        path = Path(directory) / name
+        if not path.is_file():
+            continue
+        if setting == "client_secret":
+            found[setting] = path.read_text(encoding="utf-8").strip()
+        else:
+            found[setting] = str(path)
+    return found
+
+
+def _env_keys(settings_cls: type[BaseSettings]) -> dict[str, Any]:
+    return EnvSettingsSource(settings_cls, env_prefix=ENV_PREFIX, env_nested_delimiter="__",
+                             case_sensitive=False)()
+
+
+def load_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the settings from every source, or raise ConfigError listing every problem."""
+    toml = read_toml(path)
+    credentials = read_credentials()
+    _LOADING["toml"], _LOADING["credentials"] = toml, credentials
+    try:
+        return Settings(**(overrides or {}))
+    except ValidationError as exc:
+        env = _env_keys(Settings)
+        raise ConfigError([_describe(err, path, toml, env, credentials)
+                           for err in exc.errors()]) from None
+    finally:
+        _LOADING["toml"], _LOADING["credentials"] = {}, {}
+
+
+def _describe(err: Any, path: Path, toml: dict[str, Any], env: dict[str, Any],
+              credentials: dict[str, Any]) -> str:
+    loc = [str(part) for part in err["loc"]]
+    key = ".".join(loc) or "(top level)"
+    top = loc[0] if loc else ""
+    if _has_path(env, loc):
+        source = "environment " + ENV_PREFIX + "__".join(loc[:2]).upper()
+    elif _has_path(credentials, loc):
+        source = "$CREDENTIALS_DIRECTORY"
+    else:
+        source = str(path)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        problem = "unknown key"
+    elif kind == "missing":
+        problem = "required setting is missing"
+        if len(loc) == 1:
+            problem += f" (set it in the file or in {ENV_PREFIX}{top.upper()})"
+    else:
+        problem = str(err["msg"]).removeprefix("Value error, ")
+        if ("input" in err and not _secret_key(loc) and _printable(err["input"])
+                and repr(err["input"]) not in problem):
+            problem += f" (got {err['input']!r})"
+    return f"{source}: {key}: {problem}"
+
+
+def _has_path(data: Any, loc: list[str]) -> bool:
+    """Whether this source set the key (or, for a list item, the list holding it)."""
+    if not loc:
+        return False
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and part.isdigit():
+            return True
+        else:
+            return False
+    return True
+
+
+def _secret_key(loc: list[str]) -> bool:
+    return any("secret" in part or "password" in part for part in loc)
+
+
+def _printable(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool)) and len(repr(value)) < 120
