@@ -84,7 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from agent.logs import configure
 
-    configure(verbose=args.verbose)
+    # the demo prints its own summary; its per-change log lines would drown it on a terminal
+    quiet = args.command == "demo" and not args.verbose
+    configure(verbose=args.verbose, quiet=quiet)
     try:
         return COMMANDS[args.command](args)
     except DapError as exc:
@@ -241,7 +243,13 @@ def _print_json(report: RunReport) -> None:
 
 
 def print_report(report: RunReport) -> None:
-    mode = "dry run" if report.dry_run else "enforced"
+    from jobs import REGISTRY
+
+    spec = REGISTRY.get(report.job)
+    if spec is not None and not spec.changes_tenant:
+        mode = "read-only"
+    else:
+        mode = "dry run: nothing changed" if report.dry_run else "enforced"
     print(f"{report.job}: {report.status} ({mode}, run {report.run_id})")
     for key, value in report.summary.items():
         if isinstance(value, (str, int, float, bool)) or value is None:

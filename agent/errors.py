@@ -40,6 +40,12 @@ class LockBusyError(DapError):
     exit_code = EXIT_USAGE
 
 
+class RunInterrupted(DapError):
+    """The daemon is stopping: the run ends after the change in progress (exit 4)."""
+
+    exit_code = EXIT_PARTIAL
+
+
 class GraphError(DapError):
     """Graph answered with an error. Carries Graph's code, message and request id."""
 

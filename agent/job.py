@@ -57,6 +57,9 @@ class JobContext:
     tz: ZoneInfo
     dry_run: bool  # --dry-run or mode = "report": record planned changes, make none
     final: bool = False  # `run active-users --final`, or the scheduled last-working-day run
+    # the schedule's fire time this run serves (a catch-up run serves a missed one): the
+    # month a final active-users run delivers is this one's month, not now's
+    scheduled_for: datetime | None = None
 
     @property
     def exports_dir(self) -> Path:

@@ -41,8 +41,9 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
-def configure(*, verbose: bool = False, json_lines: bool | None = None) -> None:
-    level = logging.DEBUG if verbose else logging.INFO
+def configure(*, verbose: bool = False, quiet: bool = False,
+              json_lines: bool | None = None) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     if json_lines is None:
         json_lines = not sys.stderr.isatty()
     renderer: Any = (structlog.processors.JSONRenderer() if json_lines

@@ -13,7 +13,7 @@ import json
 import os
 import secrets
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +24,7 @@ from typing import Any, Literal
 import structlog
 
 from agent.audit import AuditLog
-from agent.errors import GraphAuthError, GraphError
+from agent.errors import GraphAuthError, GraphError, RunInterrupted
 
 Severity = Literal["high", "medium", "low", "info"]
 ActionStatus = Literal["done", "planned", "skipped", "failed"]
@@ -111,12 +111,14 @@ def new_run_id(job: str, now: datetime) -> str:
 
 class Run:
     def __init__(self, *, audit: AuditLog, runs_dir: Path, job: str, trigger: str,
-                 dry_run: bool, now: datetime, context: dict[str, Any] | None = None) -> None:
+                 dry_run: bool, now: datetime, context: dict[str, Any] | None = None,
+                 stop: Callable[[], bool] | None = None) -> None:
         self.audit = audit
         self.runs_dir = runs_dir
         self.report = RunReport(run_id=new_run_id(job, now), job=job, trigger=trigger,
                                 dry_run=dry_run, started_at=iso_z(now))
         self._context = context or {}
+        self._stop = stop  # the daemon's "stopping" flag, checked before each change
         self.interrupted = False
 
     @property
@@ -136,7 +138,15 @@ class Run:
         self.report.warnings.append(message)
         log.warning(message, run_id=self.run_id)
 
+    def check_stop(self, action: str, target: Subject) -> None:
+        """Between changes: if the daemon is stopping, end the run here (partial)."""
+        if self._stop is not None and self._stop():
+            self.interrupted = True
+            raise RunInterrupted(f"stopped before {action} on {target.name or target.id}: "
+                                 "the service is shutting down")
+
     def skip(self, action: str, target: Subject, reason: str) -> Action:
+        self.check_stop(action, target)
         record = Action(action=action, target=_target(target), status="skipped", reason=reason)
         self.report.actions.append(record)
         self._audit("action", **_action_entry(record))
@@ -151,6 +161,7 @@ class Run:
         inside marks this change failed and the batch goes on; an authentication or
         permission error ends the run (nothing else would work either).
         """
+        self.check_stop(action, target)
         record = Action(action=action, target=_target(target), status="planned",
                         reason=reason, before=before)
         self.report.actions.append(record)
@@ -204,6 +215,8 @@ class Run:
             report.error = str(exc) or type(exc).__name__
         elif self.interrupted or report.failed_actions:
             report.status = "partial"
+            if self.interrupted:
+                report.error = str(exc) if exc else "interrupted"
         path = self._store()
         entry: dict[str, Any] = {
             "status": report.status,

@@ -6,7 +6,9 @@ audited, locked and recorded the same way.
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +19,7 @@ from agent.errors import UsageError
 from agent.graph.client import GraphClient
 from agent.graph.connect import build_graph_client
 from agent.job import JobContext, JobSpec
-from agent.run import Run, RunReport
+from agent.run import Run, RunReport, iso_z
 from agent.settings import Settings
 from jobs import REGISTRY
 
@@ -66,6 +68,8 @@ async def run_job(
     now: datetime | None = None,
     graph: GraphClient | None = None,
     wait_for_lock: bool = False,
+    scheduled_for: datetime | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> RunReport:
     """Run a job and return its report. A job that raises has been audited as failed by
     the Run; the exception is re-raised with the report attached as `exc.report`."""
@@ -82,9 +86,12 @@ async def run_job(
     effective_dry = dry_run or (spec.changes_tenant and mode != "enforce")
     context: dict[str, Any] = {"tenant_id": settings.tenant_id, "mode": mode,
                                "dry_run_requested": dry_run, "final": final}
+    if scheduled_for is not None:
+        context["scheduled_for"] = iso_z(scheduled_for)
     with job_lock(settings.state_dir, job_id, wait=wait_for_lock):
         run = Run(audit=audit_log(settings), runs_dir=settings.state_dir / "runs", job=job_id,
-                  trigger=trigger, dry_run=effective_dry, now=moment, context=context)
+                  trigger=trigger, dry_run=effective_dry, now=moment, context=context,
+                  stop=stop)
         own_client = graph is None
         client = graph or build_graph_client(settings, low_priority=trigger != "cli", now=moment)
         structlog.contextvars.bind_contextvars(run_id=run.run_id, job=job_id)
@@ -92,10 +99,14 @@ async def run_job(
             with run:
                 ctx = JobContext(settings=settings, policy=policy, graph=client, run=run,
                                  state_dir=settings.state_dir, now=moment, tz=settings.zone,
-                                 dry_run=effective_dry, final=final)
+                                 dry_run=effective_dry, final=final,
+                                 scheduled_for=scheduled_for)
                 log.info("run started", trigger=trigger, dry_run=effective_dry)
                 try:
                     await spec.run(ctx)
+                except asyncio.CancelledError:
+                    run.interrupted = True  # a stop past the drain time: partial, not failed
+                    raise
                 finally:
                     run.report.summary.setdefault("graph_requests", client.stats.requests)
         except BaseException as exc:

@@ -123,9 +123,14 @@ def _error_envelope(response: httpx.Response) -> tuple[str | None, str]:
         return None, response.reason_phrase
 
 
+API_VERSIONS = ("v1.0", "beta")
+
+
 def path_key(url: str) -> str:
-    """'/v1.0/users?$top=999' -> '/users': the collection a request belongs to."""
+    """'/v1.0/users?$top=999' -> '/users' ('/beta/x' -> 'beta /x'): a request's collection."""
     path = urlsplit(url).path
+    if "/beta/" in path:
+        return "beta " + path.split("/beta", 1)[-1]
     return path.split("/v1.0", 1)[-1] or "/"
 
 
@@ -144,7 +149,8 @@ class GraphClient:
     ) -> None:
         self._http = http
         self._tokens = tokens
-        self.base_url = graph_url.rstrip("/") + "/v1.0"  # no trailing slash: never '//users'
+        self.graph_url = graph_url.rstrip("/")  # no trailing slash: never '//users'
+        self.base_url = self.graph_url + "/v1.0"
         self._retry = retry or RetryPolicy()
         self._low_priority = low_priority
         self._sleep = sleep
@@ -177,8 +183,11 @@ class GraphClient:
         count: bool = False,
         params: Mapping[str, str] | None = None,
         eventual: bool = False,
+        version: str = "v1.0",
     ) -> AsyncIterator[tuple[list[dict[str, Any]], int | None]]:
-        """Yield (items, @odata.count) per page, following @odata.nextLink verbatim."""
+        """Yield (items, @odata.count) per page, following @odata.nextLink verbatim.
+
+        `version="beta"` only where v1.0 has no equivalent (settings catalog policies)."""
         query: dict[str, str] = dict(params or {})
         if select:
             query["$select"] = ",".join(select)
@@ -190,9 +199,13 @@ class GraphClient:
             query["$count"] = "true"
         # ConsistencyLevel is not carried to next pages by Graph: send it on every page.
         headers = {"ConsistencyLevel": "eventual"} if (count or eventual) else {}
-        url: str | None = self.base_url + path
+        url: str | None = self._url(path, version)
         first = True
+        seen: set[str] = set()
         while url is not None:
+            if url in seen:  # a next link pointing back would page forever
+                raise GraphDataError(f"GET {path_key(url)}: @odata.nextLink repeats a page")
+            seen.add(url)
             response = await self._request("GET", url, permission=permission,
                                            params=query if first else None, headers=headers)
             body = _json_object(response)
@@ -223,13 +236,19 @@ class GraphClient:
         return Collection(items=items, reported_count=reported, pages=pages)
 
     async def get(self, path: str, *, permission: str, select: Sequence[str] = (),
-                  params: Mapping[str, str] | None = None) -> dict[str, Any]:
+                  params: Mapping[str, str] | None = None,
+                  version: str = "v1.0") -> dict[str, Any]:
         query = dict(params or {})
         if select:
             query["$select"] = ",".join(select)
-        response = await self._request("GET", self.base_url + path, permission=permission,
+        response = await self._request("GET", self._url(path, version), permission=permission,
                                        params=query)
         return _json_object(response)
+
+    def _url(self, path: str, version: str) -> str:
+        if version not in API_VERSIONS:
+            raise ValueError(f"unknown Graph API version {version!r}")
+        return f"{self.graph_url}/{version}{path}"
 
     # ---- writes ------------------------------------------------------------------------
 

@@ -121,6 +121,12 @@ def user(
     return obj
 
 
+def deleted(obj: Mapping[str, Any], when: datetime,
+            odata_type: str = "#microsoft.graph.user") -> dict[str, Any]:
+    """A user (or group) as it sits in /directory/deletedItems after a soft delete."""
+    return {"@odata.type": odata_type, **obj, "deletedDateTime": iso(when)}
+
+
 def group(
     name: str,
     *,

@@ -96,4 +96,10 @@ def seed(tenant: SandboxTenant, now: datetime) -> None:
                                    created=now - timedelta(days=900 - 20 * n),
                                    department="Operations" if n % 2 else "Advies",
                                    jobTitle="Adviseur"))
+        tenant.add("userRegistrationDetails",
+                   b.registration_details(tenant.collections["users"][staff_id(local)],
+                                          updated=now - timedelta(days=30)))
+    # Every tenant has the built-in directory roles.
+    for name in b.ROLE_TEMPLATES:
+        tenant.add("roleDefinitions", b.role_definition(name))
     tenant.add("servicePrincipals", b.service_principal("dap-agent"))

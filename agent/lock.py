@@ -1,0 +1,112 @@
+"""One run of a job at a time: a lock file per job, shared by the daemon and the CLI.
+
+`<state>/locks/<job>.lock` is held with `flock(2)`. The kernel drops the lock when its
+holder dies, however it dies (SIGKILL, OOM, power), so a lock file left by a dead process
+is simply taken by the next run: no pid-alive guessing, no race between "is it stale?" and
+"take it". The file is never deleted (deleting it would let two processes lock two
+different inodes of the same name); it only says who holds it, for the error message.
+
+flock locks belong to the open file description: two opens in one process conflict too,
+so the daemon's own tasks are kept apart by the same lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agent.errors import LockBusyError
+
+log = structlog.get_logger("agent.lock")
+
+
+def lock_path(state_dir: Path, job_id: str) -> Path:
+    return state_dir / "locks" / f"{job_id}.lock"
+
+
+@contextmanager
+def job_lock(state_dir: Path, job_id: str, *, wait: bool) -> Iterator[Path]:
+    """Hold the job's lock for the duration of the block.
+
+    `wait=False`: raise LockBusyError naming the job and the holder if it is held.
+    `wait=True`: block until the holder releases it (CLI `run --wait` only: this blocks
+    the thread, so the daemon never waits here; it retries later instead).
+    """
+    path = lock_path(state_dir, job_id)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = describe_holder(read_holder(path))
+            if not wait:
+                raise LockBusyError(
+                    f"job {job_id} is already running ({holder}); run it again when that "
+                    "run has finished, or pass --wait to wait for it") from None
+            log.info("waiting for the job's lock", job=job_id, holder=holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        _write_holder(fd, job_id)
+        try:
+            yield path
+        finally:
+            os.ftruncate(fd, 0)  # nobody holds it now; the lock itself goes with the fd
+    finally:
+        os.close(fd)
+
+
+def read_holder(path: Path) -> dict[str, Any] | None:
+    """Who holds (or last held) the lock, as written by the holder; None if unknown."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8") or "null")
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def describe_holder(holder: dict[str, Any] | None) -> str:
+    if not holder:
+        return "held by another process"
+    text = f"held by pid {holder.get('pid', '?')}"
+    if holder.get("host") and holder.get("host") != os.uname().nodename:
+        text += f" on {holder['host']}"
+    if holder.get("since"):
+        text += f" since {holder['since']}"
+    return text
+
+
+def running_holder(state_dir: Path, job_id: str) -> dict[str, Any] | None:
+    """Who runs the job right now, if anyone (for `dap-agent jobs`; display only).
+
+    Reads the holder record instead of probing the lock: a probe would hold the lock for
+    a moment and could make a run starting at that instant fail as "already running".
+    The record is emptied on release; one left by a killed process names a dead pid.
+    """
+    holder = read_holder(lock_path(state_dir, job_id))
+    if not holder or not isinstance(holder.get("pid"), int):
+        return None
+    if holder.get("host") not in (None, os.uname().nodename):
+        return holder  # another host's process: cannot check, assume it is running
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        return holder
+    return holder
+
+
+def _write_holder(fd: int, job_id: str) -> None:
+    info = {"job": job_id, "pid": os.getpid(), "host": os.uname().nodename,
+            "since": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}
+    data = json.dumps(info).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)

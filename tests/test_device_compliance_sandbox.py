@@ -1,0 +1,127 @@
+"""device-compliance end to end: the real runner and GraphClient against the sandbox tenant."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import io
+import math
+import stat
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from agent.errors import GraphDataError
+from agent.graph import devices as dev
+from agent.sandbox import builders as b
+from agent.sandbox.seed import demo_tenant
+from agent.sandbox.seed import devices as seed_devices
+from agent.sandbox.tenant import SandboxTenant
+from agent.settings import Settings
+from jobs.device_compliance import EXPORT_COLUMNS
+from tests.conftest import make_settings, run_on
+from tests.helpers_device_compliance import NOW, device_tenant, fired_from_report
+
+
+def settings_for(tmp_path: Path, **overrides: object) -> Settings:
+    table = {**seed_devices.DEMO_POLICY["device_compliance"], **overrides}
+    return make_settings(tmp_path, device_compliance=table)
+
+
+async def test_demo_tenant_each_rule_fires_exactly_where_built(tmp_path: Path) -> None:
+    tenant = demo_tenant(NOW)
+    report = await run_on(tenant, settings_for(tmp_path), "device-compliance", now=NOW)
+    assert report.status == "ok", report.error
+    assert fired_from_report(report.findings) == seed_devices.EXPECTED
+    summary = report.summary
+    assert summary["cloud_pcs_recognised"] == 1
+    assert summary["registrations_not_checked"] == {"disabled": 1, "stale": 1}
+    assert summary["completeness"]["managedDevices"]["read"] == \
+        summary["completeness"]["managedDevices"]["reported"]
+
+
+def test_export_one_row_per_device_private_and_hashed(tmp_path: Path) -> None:
+    tenant = device_tenant()
+    settings = settings_for(tmp_path)
+    report = asyncio.run(run_on(tenant, settings, "device-compliance", now=NOW))
+    path = Path(report.summary["export_path"])
+    assert path.name == "devices-2026-03-18.csv"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    assert tuple(rows[0]) == EXPORT_COLUMNS
+    intune = [r for r in rows if r["record"] == "intune"]
+    assert len(intune) == len(tenant.all("managedDevices"))
+    names = {r["name"]: r for r in rows}
+    assert names["LT-TESS"]["findings"] == "DEV-NO-RECOVERY-KEY"
+    assert names["WS-RECEPTION-01"]["findings"] == "DEV-UNMANAGED"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == report.summary["export_sha256"]
+
+
+async def test_one_paged_pass_per_collection_and_no_per_device_request(tmp_path: Path) -> None:
+    tenant = device_tenant()
+    await run_on(tenant, settings_for(tmp_path), "device-compliance", now=NOW)
+    paths = [r.path for r in tenant.requests]
+    per_path = {p: paths.count(p) for p in set(paths)}
+    assert per_path == {
+        dev.MANAGED_DEVICES_PATH: 1, dev.DEVICES_PATH: 1, dev.RECOVERY_KEYS_PATH: 1,
+        dev.CONFIGURATIONS_PATH: 1, dev.COMPLIANCE_POLICIES_PATH: 1,
+        f"{dev.COMPLIANCE_POLICIES_PATH}/{seed_devices.LINUX_ENCRYPTION_POLICY_ID}"
+        "/deviceStatuses": 1,
+    }
+    managed = next(r for r in tenant.requests if r.path == dev.MANAGED_DEVICES_PATH)
+    assert managed.query["$top"] == "1000" and managed.query["$count"] == "true"
+    keys = next(r for r in tenant.requests if r.path == dev.RECOVERY_KEYS_PATH)
+    assert "$top" not in keys.query
+    assert "key" not in keys.query["$select"].split(",")
+
+
+async def test_paging_reads_every_page(tmp_path: Path) -> None:
+    tenant = device_tenant()
+    extra = 2500
+    for n in range(extra):
+        tenant.add("managedDevices", b.managed_device(f"BULK-{n:05d}", last_sync=NOW))
+        tenant.add("devices", b.device(f"BULK-{n:05d}", last_sign_in=NOW))
+        tenant.add("recoveryKeys", b.recovery_key(f"BULK-{n:05d}"))
+    report = await run_on(tenant, settings_for(tmp_path), "device-compliance", now=NOW)
+    assert report.status == "ok"
+    assert fired_from_report(report.findings) == seed_devices.EXPECTED
+    managed_pages = sum(1 for r in tenant.requests if r.path == dev.MANAGED_DEVICES_PATH)
+    assert managed_pages == math.ceil(len(tenant.all("managedDevices")) / 1000)
+
+
+async def test_truncated_device_list_fails_the_run(tmp_path: Path) -> None:
+    tenant = _big_tenant()
+    tenant.faults.truncate_path = "managedDevices"
+    with pytest.raises(GraphDataError) as caught:
+        await run_on(tenant, settings_for(tmp_path), "device-compliance", now=NOW)
+    report = caught.value.report  # type: ignore[attr-defined]
+    assert report.status == "failed"
+    assert "@odata.count" in (report.error or "")
+    assert not report.findings  # nothing that could pass for a clean tenant
+    assert not list((tmp_path / "state").glob("exports/devices-*.csv"))
+
+
+async def test_truncated_entra_list_fails_the_run(tmp_path: Path) -> None:
+    tenant = _big_tenant()
+    tenant.faults.truncate_path = r"^/devices$"
+    with pytest.raises(GraphDataError):
+        await run_on(tenant, settings_for(tmp_path), "device-compliance", now=NOW)
+
+
+async def test_compliant_removable_policy_clears_the_tenant_finding(tmp_path: Path) -> None:
+    tenant = device_tenant()
+    name = seed_devices.make_removable_policy_compliant(tenant)
+    report = await run_on(tenant, settings_for(tmp_path), "device-compliance", now=NOW)
+    assert "POL-REMOVABLE-MEDIA" not in fired_from_report(report.findings)
+    assert report.summary["removable_media"]["policies"] == [name]
+
+
+def _big_tenant(now: datetime = NOW) -> SandboxTenant:
+    """More than one page of managed and Entra devices, so truncation can bite."""
+    tenant = device_tenant(now)
+    for n in range(1200):
+        tenant.add("managedDevices", b.managed_device(f"BULK-{n:05d}", last_sync=now))
+        tenant.add("devices", b.device(f"BULK-{n:05d}", last_sign_in=now))
+    return tenant

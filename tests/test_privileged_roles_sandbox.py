@@ -1,0 +1,219 @@
+"""privileged-roles end to end: the real runner and GraphClient against the sandbox tenant."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import stat
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.errors import GraphPermissionError
+from agent.graph import roles as graph_roles
+from agent.run import Finding
+from agent.runner import run_job
+from agent.sandbox import builders as b
+from agent.sandbox.seed import demo_tenant
+from agent.sandbox.seed import roles as seed
+from agent.sandbox.tenant import SandboxTenant
+from agent.settings import Settings
+from jobs.privileged_roles import EXPORT_COLUMNS, RULE_GA_COUNT, RULE_READER
+from tests.conftest import make_settings, run_on, sandbox_client
+
+NOW = datetime(2026, 3, 18, 9, 0, tzinfo=UTC)
+JOB = "privileged-roles"
+HOLDER_RULES = {"PIM-GUEST-ADMIN", "PIM-ADMIN-NO-MFA"}
+
+
+def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
+    table = {**seed.demo_policy(NOW)["privileged_roles"], **overrides}
+    return make_settings(tmp_path, privileged_roles=table)
+
+
+def role_of(finding: Finding) -> str | None:
+    """The role a finding is about, as EXPECTED names it (None for per-holder rules)."""
+    if finding.rule in HOLDER_RULES:
+        return None
+    if finding.rule == RULE_GA_COUNT:
+        return str(finding.subject.name)
+    if finding.rule == RULE_READER:
+        return "Global Reader"
+    return finding.detail.split(" (", 1)[0]  # per assignment: "<role> (<kind>...): ..."
+
+
+def fired(findings: list[Finding]) -> dict[str, set[tuple[str, str | None]]]:
+    result: dict[str, set[tuple[str, str | None]]] = {}
+    for f in findings:
+        result.setdefault(f.rule, set()).add((str(f.subject.name), role_of(f)))
+    return result
+
+
+def file_facts(path: Path) -> tuple[int, str]:
+    """(permission bits, sha256) of a file."""
+    return stat.S_IMODE(path.stat().st_mode), hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def export(report_summary: dict[str, Any]) -> list[dict[str, str]]:
+    path = Path(report_summary["export_path"])
+    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+
+
+async def test_demo_tenant_each_rule_fires_exactly_where_built(tmp_path: Path) -> None:
+    report = await run_on(demo_tenant(NOW), settings_for(tmp_path), JOB, now=NOW)
+    assert report.status == "ok", report.error
+    assert fired(report.findings) == seed.EXPECTED
+    assert report.actions == [] and report.warnings == []
+    severities = {f.rule: f.severity for f in report.findings}
+    assert severities == {
+        "PIM-GA-COUNT": "high", "PIM-PERMANENT-ACTIVE": "high", "PIM-NO-END-DATE": "medium",
+        "PIM-UNAPPROVED": "high", "PIM-REGISTER-EXPIRED": "high", "PIM-GUEST-ADMIN": "medium",
+        "PIM-ADMIN-NO-MFA": "high", "PIM-READER-MISSING": "low"}
+    ga = next(f for f in report.findings if f.rule == RULE_GA_COUNT)
+    for holder in seed.GLOBAL_ADMINS:
+        assert holder in ga.detail
+    summary = report.summary
+    assert summary["global_admin_holders"] == 3 and summary["global_admin_expected"] == 2
+    assert summary["outside_pim"] == 2 and summary["activated"] == 1
+    assert summary["register_unmatched"] == []
+
+
+async def test_clean_cases_stay_clean(tmp_path: Path) -> None:
+    report = await run_on(demo_tenant(NOW), settings_for(tmp_path), JOB, now=NOW)
+    dirty = {f.subject.name for f in report.findings if f.rule != RULE_GA_COUNT}
+    assert not dirty & seed.CLEAN
+    rows = export(report.summary)
+    for row in rows:
+        if row["holder_name"] in seed.CLEAN:
+            assert row["findings"] in ("", RULE_GA_COUNT), row
+
+
+async def test_export_lists_every_holder(tmp_path: Path) -> None:
+    report = await run_on(demo_tenant(NOW), settings_for(tmp_path), JOB, now=NOW)
+    path = Path(report.summary["export_path"])
+    assert path.name == "privileged-access-2026-03-18.csv"
+    assert path.parent == tmp_path / "state" / "exports"
+    assert file_facts(path) == (0o600, report.summary["export_sha256"])
+    rows = export(report.summary)
+    assert tuple(rows[0]) == EXPORT_COLUMNS
+    assert len(rows) == len(seed.HOLDINGS) == report.summary["export_rows"]
+    assert {(r["holder_name"], r["role"], r["kind"], r["path"]) for r in rows} == seed.HOLDINGS
+    by_holder = {(r["holder_name"], r["role"], r["kind"]): r for r in rows}
+    member = by_holder[(seed.GROUP_GA_MEMBER, "Global Administrator", "eligible")]
+    assert member["group_name"] == seed.GA_GROUP and member["register_reference"] == "RFC-1011"
+    assert member["mfa_registered"] == "true"
+    activation = by_holder[(seed.PROVIDER_ADMIN, "Exchange Administrator", "active")]
+    assert activation["assignment_type"] == "activated"
+    assert activation["register_reference"] == "RFC-1010"
+    legacy = by_holder[(seed.LEGACY, "Exchange Administrator", "active")]
+    assert legacy["assignment_type"] == "outside-pim" and legacy["end"] == ""
+    assert legacy["findings"] == "PIM-NO-END-DATE;PIM-PERMANENT-ACTIVE;PIM-UNAPPROVED"
+    # no stored row: the report shows the user with nothing registered
+    assert by_holder[(seed.NO_MFA_RECORD, "Billing Administrator", "eligible")][
+        "mfa_registered"] == "false"
+    app = by_holder[(seed.PROVISIONING_APP, "User Administrator", "active")]
+    assert app["holder_type"] == "servicePrincipal" and app["mfa_registered"] == ""
+
+
+async def test_few_requests_groups_expanded_once_no_per_principal_reads(tmp_path: Path) -> None:
+    tenant = demo_tenant(NOW)
+    # a second assignment of the GA group: its members are still read once
+    tenant.add("roleEligibilityScheduleInstances",
+               b.role_eligibility_instance(seed.GA_GROUP_ID, "Global Reader",
+                                           end=NOW + timedelta(days=30)))
+    await run_on(tenant, settings_for(tmp_path), JOB, now=NOW)
+    paths = Counter(r.path for r in tenant.requests)
+    base = graph_roles.BASE
+    user_holders = {u for u, _, _, _ in seed.HOLDINGS
+                    if u not in (seed.GA_GROUP, seed.READER_GROUP_NAME, seed.PROVISIONING_APP)}
+    mfa = {p: n for p, n in paths.items() if "userRegistrationDetails" in p}
+    assert len(mfa) == len(user_holders) and set(mfa.values()) == {1}
+    assert {p: n for p, n in paths.items() if "userRegistrationDetails" not in p} == {
+        f"{base}/roleDefinitions": 1,
+        f"{base}/roleAssignmentScheduleInstances": 1,
+        f"{base}/roleEligibilityScheduleInstances": 1,
+        f"{base}/roleAssignments": 1,
+        f"/groups/{seed.GA_GROUP_ID}/transitiveMembers": 1,
+        f"/groups/{seed.READER_GROUP_ID}/transitiveMembers": 1,
+        f"/users/{seed.READER_MISSING}": 1,  # the functional admin who holds nothing
+    }
+    instances = next(r for r in tenant.requests
+                     if r.path == f"{base}/roleEligibilityScheduleInstances")
+    assert instances.query == {"$expand": "principal"}
+
+
+async def test_narrowed_to_microsoft_privileged_roles(tmp_path: Path) -> None:
+    report = await run_on(demo_tenant(NOW),
+                          settings_for(tmp_path, roles_in_scope="microsoft-privileged"),
+                          JOB, now=NOW)
+    expected = {rule: {(name, role) for name, role in pairs
+                       if role not in seed.NOT_PRIVILEGED_ROLES}
+                for rule, pairs in seed.EXPECTED.items()}
+    expected["PIM-ADMIN-NO-MFA"].discard((seed.NO_MFA_RECORD, None))  # Billing only
+    assert fired(report.findings) == {k: v for k, v in expected.items() if v}
+    rows = export(report.summary)
+    assert len(rows) == len(seed.HOLDINGS)  # the export still lists every holding
+    assert {r["in_scope"] for r in rows if r["role"] in seed.NOT_PRIVILEGED_ROLES} == {"false"}
+
+
+async def test_paging_and_deleted_principal(tmp_path: Path) -> None:
+    tenant = demo_tenant(NOW)
+    for n in range(250):  # past the sandbox's page size of 100
+        upn = f"tmp-admin{n:03d}@{b.DOMAIN}"
+        person = tenant.add("users", b.user(upn))
+        tenant.add("userRegistrationDetails", b.registration_details(person))
+        tenant.add("roleEligibilityScheduleInstances",
+                   b.role_eligibility_instance(person["id"], "Helpdesk Administrator",
+                                               end=NOW + timedelta(days=30)))
+    ghost = b.oid("user:deleted-long-ago")
+    tenant.add("roleEligibilityScheduleInstances",
+               b.role_eligibility_instance(ghost, "Security Reader",
+                                           end=NOW + timedelta(days=30)))
+    report = await run_on(tenant, settings_for(tmp_path), JOB, now=NOW)
+    assert report.status == "ok"
+    unapproved = {f.subject.name for f in report.findings if f.rule == "PIM-UNAPPROVED"}
+    assert {f"tmp-admin{n:03d}@{b.DOMAIN}" for n in range(250)} <= unapproved
+    assert ghost in unapproved  # audited under its id
+    assert any(ghost in w for w in report.warnings)
+    assert len(export(report.summary)) == len(seed.HOLDINGS) + 251
+
+
+async def test_missing_role_permission_is_named(tmp_path: Path) -> None:
+    tenant = demo_tenant(NOW)
+    settings = settings_for(tmp_path)
+    granted = ["User.Read.All", "GroupMember.Read.All", "AuditLog.Read.All"]
+    async with sandbox_client(tenant, roles=granted) as graph:
+        with pytest.raises(GraphPermissionError) as caught:
+            await run_job(settings, JOB, now=NOW, graph=graph)
+    assert caught.value.permission == graph_roles.ROLES_PERMISSION
+    assert caught.value.exit_code == 3
+
+
+async def test_changes_nothing(tmp_path: Path) -> None:
+    tenant = demo_tenant(NOW)
+    before = tenant.to_json()
+    report = await run_on(tenant, settings_for(tmp_path), JOB, now=NOW)
+    assert report.actions == []
+    assert all(r.method == "GET" for r in tenant.requests)
+    assert tenant.to_json() == before
+
+
+def test_demo_policy_matches_the_seed_and_loads(tmp_path: Path) -> None:
+    table = seed.demo_policy(NOW)["privileged_roles"]
+    loaded = make_settings(tmp_path, privileged_roles=table).privileged_roles
+    assert len(loaded.register_entries) == len(table["register"])
+    # the module-level DEMO_POLICY (real clock) is valid too
+    (tmp_path / "now").mkdir()
+    make_settings(tmp_path / "now", privileged_roles=seed.DEMO_POLICY["privileged_roles"])
+
+
+async def test_demo_policy_holds_when_the_clock_moves_by_months(tmp_path: Path) -> None:
+    # the demo writes the register for the real clock; DAP_AGENT_NOW may move the tenant's
+    later = NOW + timedelta(days=100)
+    tenant: SandboxTenant = demo_tenant(later)
+    report = await run_on(tenant, settings_for(tmp_path), JOB, now=later)
+    assert fired(report.findings) == seed.EXPECTED
