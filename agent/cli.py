@@ -112,12 +112,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 # ---- commands ------------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from agent.progress import terminal_progress
     from agent.runner import run_job
 
     settings = _settings(args)
     try:
         report = asyncio.run(run_job(settings, args.job, dry_run=args.dry_run, final=args.final,
-                                     wait_for_lock=args.wait))
+                                     wait_for_lock=args.wait, progress=terminal_progress()))
     except DapError as exc:
         failed: RunReport | None = getattr(exc, "report", None)
         if failed is not None and args.json:

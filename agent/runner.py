@@ -70,6 +70,7 @@ async def run_job(
     wait_for_lock: bool = False,
     scheduled_for: datetime | None = None,
     stop: Callable[[], bool] | None = None,
+    progress: Callable[[str, int, int, bool], None] | None = None,
 ) -> RunReport:
     """Run a job and return its report. A job that raises has been audited as failed by
     the Run; the exception is re-raised with the report attached as `exc.report`."""
@@ -93,7 +94,8 @@ async def run_job(
                   trigger=trigger, dry_run=effective_dry, now=moment, context=context,
                   stop=stop)
         own_client = graph is None
-        client = graph or build_graph_client(settings, low_priority=trigger != "cli", now=moment)
+        client = graph or build_graph_client(settings, low_priority=trigger != "cli", now=moment,
+                                             progress=progress)
         structlog.contextvars.bind_contextvars(run_id=run.run_id, job=job_id)
         try:
             with run:

@@ -332,13 +332,7 @@ def plan_device(device: ManagedDevice, record: LeaverRecord | None) -> DeviceSte
 
 @dataclass
 class _Tally:
-    disabled: int = 0
-    revoked: int = 0
-    wiped: int = 0
-    retired: int = 0
-    deleted: int = 0
-    purged: int = 0
-    failed_users: set[str] = field(default_factory=set)
+    failed_users: set[str] = field(default_factory=set)  # a step failed: no purge this run
     purged_ids: set[str] = field(default_factory=set)
 
 
@@ -402,9 +396,13 @@ class _Job:
         for deleted_plan in the_plan.deleted:
             await self._complete(deleted_plan, the_plan.purge_blocked)
         for record in the_plan.vanished:
-            # deleted and gone from deleted items, the outcome lost in a crash: it is done
+            # deleted, then gone from deleted items: the previous run was cut off after
+            # its permanent delete (or someone else purged it). Done; said so in the audit.
             self.note("purged", record.user_id, source="found gone", already_gone=True)
             self.tally.purged_ids.add(record.user_id)
+            self.run.skip("purge-user", Subject("user", record.user_id, record.upn),
+                          "already purged: gone from users and deleted items (a run cut off "
+                          "after its permanent delete, or purged by someone else)")
         self._summary(the_plan)
         if not ctx.dry_run:  # a dry run writes nothing but its report and audit entries
             self._export()
@@ -492,9 +490,7 @@ class _Job:
                           request_id=result.request_id, upn=user.upn,
                           name=user.display_name, leave_date=_date_or_none(user.leave_date))
                 ch.done(request_id=result.request_id, after={"accountEnabled": False})
-        if ch.ok:
-            self.tally.disabled += 1
-        elif ch.execute:
+        if not ch.ok and ch.execute:
             self.tally.failed_users.add(user.id)
             return  # not disabled: no revoke, no devices
         await self._revoke(user, since=self.now)
@@ -532,9 +528,7 @@ class _Job:
                 result = await lifecycle.revoke_sessions(self.ctx.graph, user.id)
                 self.note("revoked", user.id, request_id=result.request_id)
                 ch.done(request_id=result.request_id, after={"sessionsRevoked": True})
-        if ch.ok:
-            self.tally.revoked += 1
-        elif ch.execute:
+        if not ch.ok and ch.execute:
             self.tally.failed_users.add(user.id)
 
     async def _devices(self, user: DirectoryUser) -> None:
@@ -549,6 +543,9 @@ class _Job:
                 # under way already (sent by us before a crash, or by an admin): never twice
                 self.note("device", user.id, device_id=device.id, device_name=device.name,
                           action=step.observed, source="observed")
+                self.run.skip(f"{step.observed}-device", Subject("device", device.id, device.name),
+                              f"a {step.observed} is already under way "
+                              f"(managementState {device.management_state})")
             if step.action is None:
                 continue
             await self._device_action(user, device, step.action)
@@ -575,11 +572,6 @@ class _Job:
                     ch.done(request_id=result.request_id, note="device already gone")
                 else:
                     ch.done(request_id=result.request_id, after={f"{action}Issued": True})
-        if ch.ok:
-            if action == "wipe":
-                self.tally.wiped += 1
-            else:
-                self.tally.retired += 1
 
     async def _purge(self, p: UserPlan) -> None:
         user = p.user
@@ -622,9 +614,7 @@ class _Job:
                           already_gone=result.already_gone)
                 ch.done(request_id=result.request_id, after={"inDeletedItems": True},
                         note="already gone" if result.already_gone else None)
-        if ch.ok:
-            self.tally.deleted += 1
-        elif ch.execute:
+        if not ch.ok and ch.execute:
             return
         await self._purge_deleted(user.id, _subject(user), "step 2 of 2 of the purge")
 
@@ -661,7 +651,6 @@ class _Job:
                 ch.done(request_id=result.request_id, after={"inDeletedItems": False},
                         note="already gone" if result.already_gone else None)
         if ch.ok:
-            self.tally.purged += 1
             self.tally.purged_ids.add(user_id)
 
     def _refused(self, user: DirectoryUser, exc: ChangeRefused) -> None:

@@ -123,11 +123,10 @@ def _run(tmp_path: Path, dry_run: bool) -> Run:
 
 def test_run_audits_a_change_before_and_after(tmp_path: Path) -> None:
     run = _run(tmp_path, dry_run=False)
-    with run:
-        with run.change("disable-user", Subject("user", "u1", "a@x"), "left",
-                        before={"accountEnabled": True}) as ch:
-            assert ch.execute
-            ch.done(request_id="req-1", after={"accountEnabled": False})
+    with run, run.change("disable-user", Subject("user", "u1", "a@x"), "left",
+                    before={"accountEnabled": True}) as ch:
+        assert ch.execute
+        ch.done(request_id="req-1", after={"accountEnabled": False})
     events = list(run.audit.entries())
     assert [e["event"] for e in events] == ["run-started", "action", "action", "run-finished"]
     assert events[1]["status"] == "planned" and events[2]["status"] == "done"

@@ -259,3 +259,29 @@ async def test_a_next_link_that_loops_is_a_data_error_not_an_endless_scan() -> N
     async with client(RecordingSleep()) as graph:
         with pytest.raises(GraphDataError, match="repeats"):
             await graph.collect("/users", permission="User.Read.All")
+
+
+@respx.mock
+async def test_long_scans_report_progress_per_page() -> None:
+    import io
+
+    from agent.progress import TerminalProgress
+
+    link = GRAPH + "/v1.0/users?$skiptoken=p2"
+    respx.get(link).mock(return_value=httpx.Response(200, json={"value": [{"id": "2"}]}))
+    respx.get(GRAPH + "/v1.0/users").mock(return_value=httpx.Response(
+        200, json={"value": [{"id": "1"}], "@odata.nextLink": link}))
+    calls: list[tuple[str, int, int, bool]] = []
+    stream = io.StringIO()
+    shown = TerminalProgress(stream)
+
+    def progress(path: str, pages: int, items: int, done: bool) -> None:
+        calls.append((path, pages, items, done))
+        shown(path, pages, items, done)
+
+    http = _with_sdk_middleware(httpx.AsyncClient())
+    async with GraphClient(http, Tokens(), graph_url=GRAPH, sleep=RecordingSleep(),
+                           progress=progress) as graph:
+        await graph.collect("/users", permission="User.Read.All")
+    assert calls == [("/users", 1, 1, False), ("/users", 2, 2, True)]
+    assert stream.getvalue().endswith("reading /users: 2 items, 2 pages\x1b[K\n")

@@ -80,7 +80,8 @@ async def test_demo_enforce_makes_exactly_the_plan_then_nothing(tmp_path: Path) 
     assert by_status(report, "done") == made
     assert by_status(report, "failed") == failed
     assert report.status == "partial"  # the privileged leaver's purge is refused
-    assert by_status(report, "skipped") == {("disable-user", seed.PETRA)}
+    assert by_status(report, "skipped") == {("disable-user", seed.PETRA),
+                                            ("wipe-device", "LT-WOUT")}  # already wiping
     assert rules(report) == {c.finding: {upn} for upn, c in seed.CASES.items() if c.finding}
     veto = {v["user_principal_name"] for v in report.summary["veto_window"]}
     assert veto == {upn for upn, c in seed.CASES.items() if c.veto}

@@ -146,6 +146,7 @@ class GraphClient:
         retry: RetryPolicy | None = None,
         low_priority: bool = False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        progress: Callable[[str, int, int, bool], None] | None = None,
     ) -> None:
         self._http = http
         self._tokens = tokens
@@ -154,6 +155,7 @@ class GraphClient:
         self._retry = retry or RetryPolicy()
         self._low_priority = low_priority
         self._sleep = sleep
+        self._progress = progress  # (path, pages, items, done): long scans on a terminal
         self.stats = GraphStats()
 
     async def aclose(self) -> None:
@@ -202,6 +204,7 @@ class GraphClient:
         url: str | None = self._url(path, version)
         first = True
         seen: set[str] = set()
+        pages = items_read = 0
         while url is not None:
             if url in seen:  # a next link pointing back would page forever
                 raise GraphDataError(f"GET {path_key(url)}: @odata.nextLink repeats a page")
@@ -214,9 +217,13 @@ class GraphClient:
                 raise GraphDataError(f"GET {path_key(url)}: response has no 'value' list",
                                      request_id=response.headers.get("request-id"))
             reported = body.get("@odata.count") if first else None
-            yield items, reported if isinstance(reported, int) else None
+            pages += 1
+            items_read += len(items)
             next_link = body.get("@odata.nextLink")
             url = next_link if isinstance(next_link, str) and next_link else None
+            if self._progress is not None:
+                self._progress(path, pages, items_read, url is None)
+            yield items, reported if isinstance(reported, int) else None
             first = False
 
     async def list(self, path: str, *, permission: str, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
@@ -328,7 +335,8 @@ class GraphClient:
         if isinstance(exc, _Retryable) and exc.retry_after is not None:
             return exc.retry_after
         policy = self._retry
-        backoff = min(policy.backoff_cap, policy.backoff_base * 2 ** (state.attempt_number - 1))
+        backoff: float = min(policy.backoff_cap,
+                             policy.backoff_base * 2.0 ** (state.attempt_number - 1))
         return backoff * (0.5 + random.random() / 2)
 
     def _before_sleep(self, state: RetryCallState) -> None:

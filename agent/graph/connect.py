@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import ssl
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -31,8 +32,9 @@ TIMEOUT = httpx.Timeout(60.0, connect=15.0)
 
 
 def build_graph_client(settings: Settings, *, low_priority: bool = False,
-                       now: datetime | None = None,
-                       retry: RetryPolicy | None = None) -> GraphClient:
+                       now: datetime | None = None, retry: RetryPolicy | None = None,
+                       progress: Callable[[str, int, int, bool], None] | None = None,
+                       ) -> GraphClient:
     if settings.uses_sandbox:
         from agent.sandbox import SandboxTokenSource, open_sandbox
 
@@ -41,11 +43,11 @@ def build_graph_client(settings: Settings, *, low_priority: bool = False,
         roles = os.environ.get("DAP_AGENT_SANDBOX_ROLES")
         tokens = SandboxTokenSource([r for r in roles.split(",") if r] if roles else None)
         return GraphClient(http, tokens, graph_url=SANDBOX_GRAPH_URL, retry=retry,
-                           low_priority=low_priority)
+                           low_priority=low_priority, progress=progress)
     http = _with_sdk_middleware(httpx.AsyncClient(timeout=TIMEOUT, verify=_tls_context(),
                                                   trust_env=True))  # HTTPS_PROXY honoured
     return GraphClient(http, AzureTokenSource(settings), graph_url=settings.graph_url,
-                       retry=retry, low_priority=low_priority)
+                       retry=retry, low_priority=low_priority, progress=progress)
 
 
 def _with_sdk_middleware(client: httpx.AsyncClient) -> httpx.AsyncClient:
