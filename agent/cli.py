@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from agent.run import RunReport
     from agent.settings import Settings
 
+LIST_LIMIT = 25  # entries of a summary list printed by `run` (all are in --json)
 JOB_IDS = ("active-users", "offboarding", "device-compliance", "privileged-roles")
 
 
@@ -255,6 +256,13 @@ def print_report(report: RunReport) -> None:
     for key, value in report.summary.items():
         if isinstance(value, (str, int, float, bool)) or value is None:
             print(f"  {key}: {value}")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            # e.g. offboarding's veto window: one line per entry, the customer acts on them
+            print(f"  {key}:")
+            for item in value[:LIST_LIMIT]:
+                print("    - " + ", ".join(f"{k}={v}" for k, v in item.items()))
+            if len(value) > LIST_LIMIT:
+                print(f"    ... {len(value) - LIST_LIMIT} more (see --json)")
     by_rule = Counter(f.rule for f in report.findings)
     for rule, count in sorted(by_rule.items()):
         print(f"  finding {rule}: {count}")

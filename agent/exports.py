@@ -44,8 +44,9 @@ def render_csv(columns: Sequence[str], rows: Iterable[Sequence[CellValue]]) -> b
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_csv_cell(v) for v in row])
+    # plain text cells (almost all) pass as they are; the rest go through _csv_cell
+    writer.writerows([v if type(v) is str and not v.startswith(_FORMULA_START) else _csv_cell(v)
+                      for v in row] for row in rows)
     return buffer.getvalue().encode("utf-8")
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import signal
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from apscheduler.triggers.base import BaseTrigger
 
-from agent.errors import LockBusyError, UsageError
+from agent.errors import LockBusyError, RunInterrupted, UsageError
 from agent.jobstate import mark_scheduled, parse_time, read_state
 from agent.run import iso_z
 from agent.schedule import (
@@ -132,8 +131,6 @@ class Daemon:
 
             run_job = real_run_job
         self._run_job: RunJob = run_job
-        params = inspect.signature(run_job).parameters
-        self._runner_takes = {name for name in ("stop", "scheduled_for") if name in params}
         self.jobs: dict[str, _Scheduled] = {}
         for spec in REGISTRY.values():
             policy = settings.policy(spec.policy_section)
@@ -195,7 +192,6 @@ class Daemon:
             for signum in signals:
                 self._loop.remove_signal_handler(signum)
             self.notifier.status("stopped")
-            self.notifier.close()
             log.info("daemon stopped")
 
     def request_stop(self, reason: str = "stop requested") -> None:
@@ -209,8 +205,6 @@ class Daemon:
         log.info("stopping", reason=reason, running=sorted(self.running))
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.pause()
-        self.notifier.stopping(f"stopping: waiting for {', '.join(sorted(self.running))}"
-                               if self.running else "stopping")
         if self._stop is not None:
             self._stop.set()
 
@@ -218,6 +212,8 @@ class Daemon:
         self.stopping = True  # also when stopped through the event, not a signal
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.pause()
+        self.notifier.stopping(f"stopping: waiting for {', '.join(sorted(self.running))}"
+                               if self.running else "stopping")
         tasks = set(self.running.values())
         if not tasks:
             return
@@ -316,13 +312,15 @@ class Daemon:
                 if await self._sleep_unless_stopping(self.lock_retry):
                     return
                 continue
+            except RunInterrupted as exc:
+                log.warning("run stopped after its current change (daemon stopping)",
+                            job=job_id, run_id=_run_id(exc), detail=str(exc))
+                return
             except asyncio.CancelledError:
-                log.warning("run cancelled (daemon stopping)", job=job_id)
+                log.warning("run cancelled (daemon stopping, drain timeout passed)", job=job_id)
                 raise
             except Exception as exc:  # the daemon outlives any job failure
-                failed: RunReport | None = getattr(exc, "report", None)
-                log.error("run failed", job=job_id, trigger=trigger,
-                          run_id=failed.run_id if failed else None,
+                log.error("run failed", job=job_id, trigger=trigger, run_id=_run_id(exc),
                           error=str(exc) or type(exc).__name__, error_type=type(exc).__name__)
                 self._schedule_retry(entry, scheduled_for)
                 return
@@ -332,22 +330,10 @@ class Daemon:
                  status=report.status, findings=len(report.findings))
 
     def _run_kwargs(self, entry: _Scheduled, scheduled_for: datetime | None) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {}
-        final = is_last_working_day(entry.schedule)
-        if "scheduled_for" in self._runner_takes:
-            kwargs["scheduled_for"] = scheduled_for
-        elif final and scheduled_for is not None and _month(scheduled_for, self.tz) != _month(
-                self.clock(), self.tz):
-            # without `scheduled_for` the job would deliver (and freeze) the current month
-            log.error("the missed month cannot be delivered by this catch-up: run "
-                      "`dap-agent run active-users --final` for it by hand",
-                      job=entry.spec.id, scheduled_for=_iso(scheduled_for))
-            final = False
-        if final:
-            kwargs["final"] = True
-        if "stop" in self._runner_takes:
-            kwargs["stop"] = lambda: self.stopping
-        return kwargs
+        # the last-working-day run delivers the month of `scheduled_for` (for a catch-up
+        # after a month end: the missed month, not the current one)
+        return {"final": is_last_working_day(entry.schedule), "scheduled_for": scheduled_for,
+                "stop": lambda: self.stopping}
 
     def _schedule_retry(self, entry: _Scheduled, scheduled_for: datetime | None) -> None:
         if self.stopping or entry.retries >= len(self.retry_delays) or self._loop is None:
@@ -446,10 +432,10 @@ def _route_apscheduler_logs() -> None:
         logger.propagate = False
 
 
+def _run_id(exc: BaseException) -> str | None:
+    report: RunReport | None = getattr(exc, "report", None)  # the runner attaches it
+    return report.run_id if report is not None else None
+
+
 def _iso(moment: datetime | None) -> str | None:
     return iso_z(moment) if moment is not None else None
-
-
-def _month(moment: datetime, tz: Any) -> tuple[int, int]:
-    local = moment.astimezone(tz)
-    return local.year, local.month

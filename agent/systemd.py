@@ -22,7 +22,6 @@ class Notifier:
         if address:
             # "@name" is an abstract-namespace socket (systemd >= 246 may hand one out)
             self.address = "\0" + address[1:] if address.startswith("@") else address
-        self._sock: socket.socket | None = None
 
     @classmethod
     def from_env(cls) -> Notifier:
@@ -37,11 +36,9 @@ class Notifier:
         if self.address is None:
             return False
         message = "\n".join(a.replace("\n", " ") for a in assignments).encode()
-        try:
-            if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX,
-                                           socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto(message, self.address)
+        try:  # a socket per message: a few a minute, and nothing left open to leak
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.sendto(message, self.address)
         except OSError as exc:
             log.warning("systemd notification failed", error=str(exc))
             return False
@@ -58,11 +55,6 @@ class Notifier:
 
     def stopping(self, status: str) -> bool:
         return self.notify("STOPPING=1", f"STATUS={status}")
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
 
 
 def watchdog_interval(environ: dict[str, str] | None = None) -> float | None:

@@ -4,7 +4,8 @@ Runs the real job through the runner and the real GraphClient over the sandbox t
 then prints requests made vs. the lower bound (every collection read once at its largest
 page size), wall time of the run, and memory.
 
-    .venv/bin/python bench/bench_devices.py [--managed 100000] [--entra 100000] [--json]
+    .venv/bin/python bench/bench_devices.py [--managed 100000] [--entra 100000]
+        [--keys 70000] [--own-generator] [--tracemalloc] [--json]
 
 Memory: `peak_rss_mb` is the process high-water mark (it includes the in-process sandbox
 tenant, which holds the whole generated tenant as JSON); `tenant_rss_mb` is the RSS
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import math
 import resource
@@ -50,19 +50,17 @@ def current_rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-def generated_tenant(managed: int, entra: int, now: datetime) -> SandboxTenant:
-    """`agent.sandbox.generate` when the sandbox has it, else a local generator.
+def generated_tenant(managed: int, entra: int, keys: int, now: datetime, *,
+                     own: bool = False) -> SandboxTenant:
+    """The sandbox's `generate.generate_tenant` (the shared scale generator), or with
+    `own` a local one: Intune devices of every platform (most Windows, each with an
+    OS-volume key), their Entra registrations and Entra-only ones up to `entra`."""
+    if not own:
+        from agent.sandbox.generate import generate_tenant
 
-    Intune devices of every platform (most Windows, each with an OS-volume key), their
-    Entra registrations, and Entra-only registrations up to `entra`; a few percent of the
-    devices break a rule, so the job does real work on each path.
-    """
-    try:
-        generate: Any = importlib.import_module("agent.sandbox.generate")
-    except ImportError:
-        generate = None
-    if generate is not None and hasattr(generate, "device_tenant"):
-        tenant: SandboxTenant = generate.device_tenant(managed=managed, entra=entra, now=now)
+        tenant = generate_tenant(managed_devices=managed, entra_devices=entra,
+                                 recovery_keys=keys, now=now)
+        _declare_nulls(tenant)
         return tenant
     tenant = SandboxTenant(now)
     registered = 0
@@ -90,6 +88,23 @@ def generated_tenant(managed: int, entra: int, now: datetime) -> SandboxTenant:
     return tenant
 
 
+def _declare_nulls(tenant: SandboxTenant) -> None:
+    """Make every `$select`ed property present (null) on generated objects.
+
+    The generator leaves null properties out and the sandbox learns a type's properties
+    from the objects it holds, so it would refuse `$select=model` on a tenant where no
+    device has a model (real Graph knows the property from the schema). Requested from
+    the sandbox helper; harmless once done.
+    """
+    for collection, names in (("managedDevices", dev.MANAGED_DEVICE_SELECT),
+                              ("devices", dev.DEVICE_SELECT),
+                              ("recoveryKeys", dev.RECOVERY_KEY_SELECT)):
+        for obj in tenant.collections[collection].values():
+            for name in names:
+                obj.setdefault(name, None)
+    tenant.touch()
+
+
 def lower_bound(tenant: SandboxTenant, key_page: int) -> dict[str, int]:
     managed = len(tenant.all("managedDevices"))
     entra = len(tenant.all("devices"))
@@ -113,12 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--managed", type=int, default=100_000)
     parser.add_argument("--entra", type=int, default=100_000)
+    parser.add_argument("--keys", type=int, default=70_000,
+                        help="BitLocker keys (generate: one OS key per Windows registration "
+                             "first, the rest of mixed volume types)")
+    parser.add_argument("--own-generator", action="store_true",
+                        help="build the tenant with this script's generator instead")
     parser.add_argument("--tracemalloc", action="store_true")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    tenant = generated_tenant(args.managed, args.entra, NOW)
+    tenant = generated_tenant(args.managed, args.entra, args.keys, NOW,
+                              own=args.own_generator)
     build_seconds = time.perf_counter() - started
     tenant_rss = current_rss_mb()
 

@@ -304,7 +304,8 @@ def categorise(user: LicensedUser, rules: Rules) -> Row | None:
     for sku in user.assigned_sku_ids:
         if sku not in stated:
             sources.setdefault(sku, ["assignedLicenses (no assignment state)"])
-    held = tuple(sorted(sources, key=lambda s: (rules.name(s), s)))
+    held = (tuple(sources) if len(sources) < 2
+            else tuple(sorted(sources, key=lambda s: (rules.name(s), s))))
     e5 = tuple(s for s in held if s in rules.e5)
     exo = tuple(s for s in held if s in rules.exchange_only)
     category: Category = "e5" if e5 else "exchange-only" if exo else "other"
@@ -317,10 +318,17 @@ def categorise(user: LicensedUser, rules: Rules) -> Row | None:
         display_name=user.display_name, user_type=user.user_type,
         account_enabled=user.account_enabled, category=category, counted=counted,
         held=held, category_skus=category_skus,
-        sources=tuple((s, tuple(sorted(sources[s], key=lambda x: (x != "direct", x))))
-                      for s in held),
-        not_held=tuple(sorted(not_held, key=lambda a: (a.sku_id, a.assigned_by_group or ""))),
+        sources=tuple((s, _ordered_sources(sources[s])) for s in held),
+        not_held=(tuple(not_held) if len(not_held) < 2 else
+                  tuple(sorted(not_held, key=lambda a: (a.sku_id, a.assigned_by_group or "")))),
         excluded=excluded, reason=reason)
+
+
+def _ordered_sources(labels: list[str]) -> tuple[str, ...]:
+    """'direct' first, then the groups by id: the same cell whatever Graph's order."""
+    if len(labels) < 2:
+        return tuple(labels)
+    return tuple(sorted(labels, key=lambda x: (x != "direct", x)))
 
 
 def _verdict(user: LicensedUser, rules: Rules, category: Category, excluded: bool,
@@ -544,7 +552,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _snapshot(ctx: JobContext, month: str, rows: Sequence[Row], rules: Rules,
-              skus: Sequence[SubscribedSku], policy: Policy, delivered: bool) -> dict[str, Any]:
+              skus: Sequence[SubscribedSku], policy: Policy, delivered: bool,
+              counts: Totals, by_sku: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {
         "format": SNAPSHOT_FORMAT,
         "job": "active-users",
@@ -555,13 +564,14 @@ def _snapshot(ctx: JobContext, month: str, rows: Sequence[Row], rules: Rules,
         "trigger": ctx.run.report.trigger,
         "delivered": delivered,
         "delivered_at": iso_z(ctx.now) if delivered else None,
+        "deadline": deadline_of(month, policy).isoformat(),
         "policy": policy.model_dump(mode="json"),
         "skus": [{"sku_id": s.sku_id, "part_number": s.part_number,
                   "capability_status": s.capability_status,
                   "prepaid_units": s.enabled_units, "consumed_units": s.consumed_units}
                  for s in sorted(skus, key=lambda s: (s.part_number, s.sku_id))],
-        "totals": totals(rows).as_dict(),
-        "per_sku": per_sku(rows, rules, skus),
+        "totals": counts.as_dict(),
+        "per_sku": by_sku,
         "columns": list(COLUMNS),
         "rows": [row.cells(rules) for row in rows],
         "export": {"file": export_name(month), "sha256": ""},
@@ -605,10 +615,10 @@ async def run(ctx: JobContext) -> None:
     deadline = policy.calendar.last_working_day(year, mon)
     today = local_date(ctx.now, ctx.tz)
     delivering = ctx.final or (ctx.run.report.trigger == "schedule" and today == deadline)
+    counts, by_sku = totals(rows), per_sku(rows, rules, skus)
     summary = ctx.run.report.summary
-    summary.update({"month": month, **totals(rows).as_dict(), "users_seen": users_seen,
-                    "deadline": deadline.isoformat(),
-                    "per_sku": per_sku(rows, rules, skus)})
+    summary.update({"month": month, **counts.as_dict(), "users_seen": users_seen,
+                    "deadline": deadline.isoformat(), "per_sku": by_sku})
     _change_since_last_month(ctx, month, rows, summary)
 
     snap_path = snapshot_path(ctx.state_dir, month)
@@ -620,7 +630,7 @@ async def run(ctx: JobContext) -> None:
             await _deliver_mail(ctx, policy, existing, export_path)
         return
 
-    snapshot = _snapshot(ctx, month, rows, rules, skus, policy, delivering)
+    snapshot = _snapshot(ctx, month, rows, rules, skus, policy, delivering, counts, by_sku)
     data = render_export(snapshot)
     digest = sha256_hex(data)
     snapshot["export"]["sha256"] = digest

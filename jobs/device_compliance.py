@@ -27,8 +27,9 @@ Rules (product-spec.md) and how each is read:
 - POL-REMOVABLE-MEDIA: no assigned windows10EndpointProtectionConfiguration with
   `bitLockerRemovableDrivePolicy.requireEncryptionForWriteAccess`. The finding names each
   candidate and why it does not count (absent, unassigned, setting off). Settings-catalog
-  and endpoint-security disk-encryption policies exist only in Graph beta, which this
-  agent does not read: the detail says so.
+  and endpoint-security disk-encryption policies (the BitLocker CSP setting
+  RemovableDrivesRequireEncryption) count too; they exist only in Graph beta, read unless
+  `check_settings_catalog = false` (then the detail says they were not checked).
 - DEV-STALE: no Intune check-in (`lastSyncDateTime`) for more than `stale_after_days`.
 
 A device list shorter than Graph's `@odata.count` fails the run (GraphDataError): a
@@ -51,6 +52,7 @@ from agent.exports import render_csv, sha256_hex, write_atomic
 from agent.graph import devices as dev
 from agent.graph.client import GraphClient
 from agent.graph.devices import (
+    CatalogPolicy,
     Completeness,
     CompliancePolicy,
     DeviceConfiguration,
@@ -78,8 +80,8 @@ STATE_MEANING = {
     "conflict": "compliance policies conflict on this device",
     "unknown": "Intune has no compliance result for the device",
 }
-NOT_CHECKED_BETA = ("settings-catalog and endpoint-security disk-encryption policies are "
-                    "only in Graph beta and were not checked")
+NOT_CHECKED_BETA = ("check_settings_catalog is off: settings-catalog and endpoint-security "
+                    "disk-encryption policies (Graph beta only) were not checked")
 EXPORT_COLUMNS = (
     "record", "device_id", "entra_object_id", "entra_device_id", "name", "platform",
     "operating_system", "os_version", "owner_type", "user_principal_name", "cloud_pc",
@@ -113,6 +115,10 @@ class Policy(JobPolicy):
         default=(),
         description="compliance policies whose per-device status proves Linux disk "
                     "encryption where isEncrypted is not reported")
+    check_settings_catalog: bool = Field(
+        default=True,
+        description="also read settings-catalog / endpoint-security policies for the "
+                    "removable-drive setting (Graph beta: v1.0 has no such route)")
     linux_compliance_requires_encryption: bool = Field(
         default=False,
         description="the Linux compliance policy requires encryption, so a compliant Linux "
@@ -131,6 +137,8 @@ class Inventory:
     linux_statuses: Sequence[DeviceStatus] = ()
     completeness: Sequence[Completeness] = ()
     missing_linux_policies: Sequence[str] = ()  # named ids Graph does not have
+    # settings-catalog / endpoint-security policies; None = not read (Graph beta only)
+    catalog_policies: Sequence[CatalogPolicy] | None = None
 
 
 async def read_inventory(graph: GraphClient, policy: Policy) -> Inventory:
@@ -155,6 +163,8 @@ async def read_inventory(graph: GraphClient, policy: Policy) -> Inventory:
             keys_task = group.create_task(dev.recovery_keys(graph))
             configs_task = group.create_task(dev.device_configurations(graph))
             linux_task = group.create_task(linux_evidence())
+            catalog_task = (group.create_task(dev.catalog_policies(graph))
+                            if policy.check_settings_catalog else None)
     except BaseExceptionGroup as failed:
         # the CLI's error handler (and the exit code) need the Graph error, not a group
         raise _first_leaf(failed) from None
@@ -164,7 +174,8 @@ async def read_inventory(graph: GraphClient, policy: Policy) -> Inventory:
     return Inventory(managed=managed, entra=entra, keys=keys_task.result(),
                      configurations=configs_task.result(), linux_policies=linux_policies,
                      linux_statuses=statuses, completeness=(managed_count, entra_count),
-                     missing_linux_policies=missing)
+                     missing_linux_policies=missing,
+                     catalog_policies=catalog_task.result() if catalog_task else None)
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -321,25 +332,28 @@ def encryption_check(device: ManagedDevice, *, cloud_pc: bool, policy: Policy,
                           f"encryption policies give {state} for this device")
 
 
-def removable_media_check(configurations: Sequence[DeviceConfiguration]
-                          ) -> tuple[list[DeviceConfiguration], list[str]]:
-    """(policies that count, reasons why each other candidate does not)."""
-    counting: list[DeviceConfiguration] = []
+def removable_media_check(configurations: Sequence[DeviceConfiguration],
+                          catalog: Sequence[CatalogPolicy] = ()
+                          ) -> tuple[list[str], list[str]]:
+    """(names of the policies that count, why each other candidate does not)."""
+    counting: list[str] = []
     reasons: list[str] = []
-    for config in configurations:
-        if not config.is_endpoint_protection:
-            continue
-        rdp = config.removable_drive
-        setting_on = rdp is not None and rdp.require_encryption_for_write_access
-        if setting_on and config.assigned:
-            counting.append(config)
+    candidates: list[tuple[str, bool, bool]] = [  # (name, setting on, assigned)
+        (c.name, c.removable_drive is not None and
+         c.removable_drive.require_encryption_for_write_access, c.assigned)
+        for c in configurations if c.is_endpoint_protection]
+    candidates += [(p.name, p.removable_deny is True, p.assigned) for p in catalog
+                   if p.removable_deny is not None and "windows" in p.platforms.casefold()]
+    for name, setting_on, assigned in candidates:
+        if setting_on and assigned:
+            counting.append(name)
         elif setting_on:
-            reasons.append(f"'{config.name}' denies write access to unencrypted removable "
-                           "drives but is not assigned")
+            reasons.append(f"'{name}' denies write access to unencrypted removable drives "
+                           "but is not assigned")
         else:
-            reasons.append(f"'{config.name}' does not deny write access to unencrypted "
-                           "removable drives (requireEncryptionForWriteAccess is off)"
-                           + ("" if config.assigned else " and is not assigned"))
+            reasons.append(f"'{name}' does not deny write access to unencrypted removable "
+                           "drives (the setting is off)"
+                           + ("" if assigned else " and is not assigned"))
     return counting, reasons
 
 
@@ -477,22 +491,25 @@ def evaluate(inventory: Inventory, policy: Policy, *, now: datetime,
                  f"{_day(entra.last_sign_in)}) is not managed by Intune{note}", row)
 
     # ---- removable media: tenant-wide policy ----
-    counting, reasons = removable_media_check(inventory.configurations)
+    counting, reasons = removable_media_check(inventory.configurations,
+                                              inventory.catalog_policies or ())
     removable: dict[str, Any] = {
-        "policies": [c.name for c in counting],
+        "policies": counting,
         "removable_drive_keys": key_volumes["removable"],
         "devices_with_removable_drive_keys": len(removable_key_devices),
+        "settings_catalog_checked": inventory.catalog_policies is not None,
     }
     if counting:
-        removable["status"] = "assigned policy found: " + ", ".join(
-            f"'{c.name}'" for c in counting)
+        removable["status"] = "assigned policy found: " + ", ".join(f"'{c}'" for c in counting)
     else:
         why = "; ".join(reasons) if reasons else (
             "no Windows endpoint-protection configuration sets a removable-drive policy")
         removable["status"] = why
-        flag("POL-REMOVABLE-MEDIA", Subject("tenant", tenant_id, "Windows removable-drive policy"),
-             f"no assigned Windows policy denies writing to removable drives not protected "
-             f"by BitLocker: {why} ({NOT_CHECKED_BETA})")
+        unchecked = f" ({NOT_CHECKED_BETA})" if inventory.catalog_policies is None else ""
+        flag("POL-REMOVABLE-MEDIA",
+             Subject("tenant", tenant_id, "Windows removable-drive policy"),
+             "no assigned Windows policy denies writing to removable drives not protected "
+             f"by BitLocker: {why}{unchecked}")
 
     for missing in inventory.missing_linux_policies:
         warnings.append(f"linux_encryption_policy_ids: no compliance policy {missing} in the "

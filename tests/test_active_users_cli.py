@@ -5,14 +5,24 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from agent.cli import main
 from agent.exports import sha256_hex
 from agent.sandbox.seed import licensing as seed
 from tests.conftest import write_config
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """main() points structlog at this test's (captured, then closed) stderr: undo that."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture

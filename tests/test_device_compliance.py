@@ -235,7 +235,7 @@ ALL = [b.assignment("p", all_devices=True)]
 
 def test_removable_policy_counts_only_when_set_and_assigned() -> None:
     good = config("good", on=True, targets=ALL)
-    assert removable_media_check([good]) == ([good], [])
+    assert removable_media_check([good]) == (["good"], [])
     unassigned = config("pilot", on=True)
     excluded_only = config("excl", on=True, targets=[b.assignment("p", "g", exclude=True)])
     off = config("baseline", on=False, targets=ALL)
@@ -384,3 +384,40 @@ def test_device_without_entra_identity_cannot_escrow() -> None:
     result = evaluate(inventory_from(tenant, policy), policy, now=NOW, tenant_id=TENANT)
     finding = next(f for f in result.findings if f.subject.name == "LT-NOAAD")
     assert finding.rule == "DEV-NO-RECOVERY-KEY" and "no Entra ID identity" in finding.detail
+
+
+def catalog(name: str, value: str | None, *, assigned: bool = True,
+            platforms: str = "windows10") -> dev.CatalogPolicy:
+    settings = [] if value is None else [b.catalog_setting(dev.REMOVABLE_DENY_SETTING, value)]
+    raw = b.configuration_policy(name, settings=settings, platforms=platforms,
+                                 assignments=ALL if assigned else ())
+    return dev.catalog_policy_from({**raw, "settings": raw["_settings"],
+                                    "assignments": raw["_assignments"]})
+
+
+def test_settings_catalog_policies_count_when_read() -> None:
+    on = catalog("ES - BitLocker", f"{dev.REMOVABLE_DENY_SETTING}_1")
+    assert on.removable_deny is True and on.assigned
+    assert catalog("bare", "1").removable_deny is True
+    assert catalog("off", f"{dev.REMOVABLE_DENY_SETTING}_0").removable_deny is False
+    assert catalog("other settings", None).removable_deny is None
+    assert removable_media_check([], [on]) == (["ES - BitLocker"], [])
+    unassigned = catalog("pilot", f"{dev.REMOVABLE_DENY_SETTING}_1", assigned=False)
+    mac = catalog("mac", f"{dev.REMOVABLE_DENY_SETTING}_1", platforms="macOS")
+    counting, reasons = removable_media_check([], [unassigned, mac])
+    assert counting == [] and reasons == [
+        "'pilot' denies write access to unencrypted removable drives but is not assigned"]
+
+
+def test_catalog_read_drops_the_beta_caveat() -> None:
+    policy = demo_policy()
+    inventory = inventory_from(device_tenant(), policy)
+    result = evaluate(dataclasses.replace(inventory, catalog_policies=[]), policy, now=NOW,
+                      tenant_id=TENANT)
+    finding = next(f for f in result.findings if f.rule == "POL-REMOVABLE-MEDIA")
+    assert "beta" not in finding.detail
+    assert result.summary["removable_media"]["settings_catalog_checked"] is True
+    fixed = evaluate(dataclasses.replace(inventory, catalog_policies=[
+        catalog("ES - BitLocker", f"{dev.REMOVABLE_DENY_SETTING}_1")]), policy, now=NOW,
+        tenant_id=TENANT)
+    assert "POL-REMOVABLE-MEDIA" not in fired(fixed)

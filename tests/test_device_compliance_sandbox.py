@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import structlog
 
 from agent.errors import GraphDataError
 from agent.graph import devices as dev
@@ -23,6 +24,12 @@ from agent.settings import Settings
 from jobs.device_compliance import EXPORT_COLUMNS
 from tests.conftest import make_settings, run_on
 from tests.helpers_device_compliance import NOW, device_tenant, fired_from_report
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> None:
+    """CLI tests configure structlog onto a capture stream pytest closes afterwards."""
+    structlog.reset_defaults()
 
 
 def settings_for(tmp_path: Path, **overrides: object) -> Settings:
@@ -69,6 +76,7 @@ async def test_one_paged_pass_per_collection_and_no_per_device_request(tmp_path:
         dev.CONFIGURATIONS_PATH: 1, dev.COMPLIANCE_POLICIES_PATH: 1,
         f"{dev.COMPLIANCE_POLICIES_PATH}/{seed_devices.LINUX_ENCRYPTION_POLICY_ID}"
         "/deviceStatuses": 1,
+        dev.CATALOG_POLICIES_PATH: 1,  # the one Graph beta read (settings catalog)
     }
     managed = next(r for r in tenant.requests if r.path == dev.MANAGED_DEVICES_PATH)
     assert managed.query["$top"] == "1000" and managed.query["$count"] == "true"
@@ -125,3 +133,32 @@ def _big_tenant(now: datetime = NOW) -> SandboxTenant:
         tenant.add("managedDevices", b.managed_device(f"BULK-{n:05d}", last_sync=now))
         tenant.add("devices", b.device(f"BULK-{n:05d}", last_sign_in=now))
     return tenant
+
+
+async def test_an_assigned_settings_catalog_policy_satisfies_removable_media(
+        tmp_path: Path) -> None:
+    from agent.sandbox import builders as b
+
+    tenant = device_tenant()
+    before = await run_on(tenant, settings_for(tmp_path), "device-compliance", now=NOW)
+    assert any(f.rule == "POL-REMOVABLE-MEDIA" for f in before.findings)
+    name = "ES - BitLocker removable drives"
+    policy_id = b.oid(f"configurationPolicy:{name}")
+    raw = b.configuration_policy(
+        name, platforms="windows10",
+        settings=[b.catalog_setting(dev.REMOVABLE_DENY_SETTING,
+                                    f"{dev.REMOVABLE_DENY_SETTING}_1")],
+        assignments=[b.assignment(policy_id, all_devices=True)])
+    tenant.add("configurationPolicies", raw)
+    after = await run_on(tenant, settings_for(tmp_path), "device-compliance", now=NOW)
+    assert not any(f.rule == "POL-REMOVABLE-MEDIA" for f in after.findings)
+    assert after.summary["removable_media"]["settings_catalog_checked"] is True
+
+
+async def test_settings_catalog_read_can_be_turned_off(tmp_path: Path) -> None:
+    tenant = device_tenant()
+    settings = settings_for(tmp_path, check_settings_catalog=False)
+    report = await run_on(tenant, settings, "device-compliance", now=NOW)
+    assert not any(r.path == dev.CATALOG_POLICIES_PATH for r in tenant.requests)
+    finding = next(f for f in report.findings if f.rule == "POL-REMOVABLE-MEDIA")
+    assert "were not checked" in finding.detail

@@ -19,6 +19,8 @@ HOLDER = textwrap.dedent("""
     import sys
     from pathlib import Path
     from agent.lock import job_lock
+    from agent.logs import configure
+    configure(json_lines=True)  # logs to stderr, as in the CLI
     with job_lock(Path(sys.argv[1]), sys.argv[2], wait=sys.argv[3] == "wait"):
         print("locked", flush=True)
         sys.stdin.readline()  # hold until the test says so (or closes stdin)

@@ -24,8 +24,9 @@ from agent.schedule import (
 AMS = ZoneInfo("Europe/Amsterdam")
 
 
-def local(*args: int) -> datetime:
-    return datetime(*args, tzinfo=AMS)  # type: ignore[misc]
+def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0,
+          microsecond: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=AMS)
 
 
 def fires(schedule: str, after: datetime, n: int, tz: ZoneInfo = AMS) -> list[str]:

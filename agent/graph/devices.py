@@ -25,8 +25,9 @@ What Graph v1.0 offers, and what we chose (see the job's module docstring too):
   on whichever part is a managed-device id we read, else on a unique device name.
 - Settings-catalog and endpoint-security (disk encryption) policies live only under
   `/beta/deviceManagement/configurationPolicies` (and Linux compliance policies under
-  `/beta/deviceManagement/compliancePolicies`); v1.0 has no route for them, and this
-  agent reads v1.0 only, so they are not read here (the job says so in its finding).
+  `/beta/deviceManagement/compliancePolicies`); v1.0 has no route for them. The one beta
+  read here (`catalog_policies`) is behind the job's `check_settings_catalog` key, so a
+  tenant that wants v1.0 only can turn it off (the finding then says what was not read).
 """
 
 from __future__ import annotations
@@ -148,6 +149,21 @@ class DeviceConfiguration:
     @property
     def is_endpoint_protection(self) -> bool:
         return self.odata_type == ENDPOINT_PROTECTION_TYPE
+
+    @property
+    def assigned(self) -> bool:
+        return any(t.includes for t in self.assignments)
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogPolicy:
+    """A settings-catalog / endpoint-security policy (Graph beta `configurationPolicies`)."""
+
+    id: str
+    name: str
+    platforms: str
+    removable_deny: bool | None  # the removable-drive setting: None = not in the policy
+    assignments: tuple[AssignmentTarget, ...]
 
     @property
     def assigned(self) -> bool:
@@ -343,6 +359,33 @@ def device_configuration_from(raw: Mapping[str, Any]) -> DeviceConfiguration:
     )
 
 
+# BitLocker CSP RemovableDrivesRequireEncryption ("Deny write access to removable drives
+# not protected by BitLocker") as settings catalog and endpoint security name it.
+REMOVABLE_DENY_SETTING = "device_vendor_msft_bitlocker_removabledrivesrequireencryption"
+
+
+def catalog_policy_from(raw: Mapping[str, Any]) -> CatalogPolicy:
+    """A settings-catalog policy read with `$expand=settings,assignments`."""
+    deny: bool | None = None
+    settings = raw.get("settings")
+    for setting in settings if isinstance(settings, list) else ():
+        instance = setting.get("settingInstance") if isinstance(setting, Mapping) else None
+        if not isinstance(instance, Mapping) or \
+                instance.get("settingDefinitionId") != REMOVABLE_DENY_SETTING:
+            continue
+        choice = instance.get("choiceSettingValue")
+        value = str(choice.get("value") if isinstance(choice, Mapping) else "")
+        # the choice is "<definition>_1" (enabled) or "_0"; accept a bare "1" too
+        deny = value.rsplit("_", 1)[-1] == "1"
+    assignments = raw.get("assignments")
+    targets = tuple(assignment_target_from(a) for a in assignments
+                    if isinstance(a, Mapping)) if isinstance(assignments, list) else ()
+    return CatalogPolicy(id=_required_id(raw, "/deviceManagement/configurationPolicies"),
+                         name=_str(raw.get("name")) or "",
+                         platforms=_str(raw.get("platforms")) or "",
+                         removable_deny=deny, assignments=targets)
+
+
 def device_status_from(raw: Mapping[str, Any], policy_id: str) -> DeviceStatus:
     return DeviceStatus(
         id=_required_id(raw, f"{COMPLIANCE_POLICIES_PATH}/{{id}}/deviceStatuses"),
@@ -421,6 +464,20 @@ async def device_configurations(graph: GraphClient) -> list[DeviceConfiguration]
                                           params={"$expand": "assignments"}):
         configs.extend(device_configuration_from(raw) for raw in page)
     return configs
+
+
+CATALOG_POLICIES_PATH = "/deviceManagement/configurationPolicies"
+
+
+async def catalog_policies(graph: GraphClient) -> list[CatalogPolicy]:
+    """Settings-catalog / endpoint-security policies with settings and assignments (beta)."""
+    policies: list[CatalogPolicy] = []
+    async for page, _ in graph.iter_pages(CATALOG_POLICIES_PATH, permission=PERM_CONFIGURATION,
+                                          select=("id", "name", "platforms"),
+                                          params={"$expand": "settings,assignments"},
+                                          version="beta"):
+        policies.extend(catalog_policy_from(raw) for raw in page)
+    return policies
 
 
 async def compliance_policies(graph: GraphClient) -> list[CompliancePolicy]:

@@ -407,7 +407,7 @@ def configuration_policy(
     technologies: str = "mdm",
     template_family: str = "none",
 ) -> dict[str, Any]:
-    """A settings-catalog `deviceManagementConfigurationPolicy` (v1.0).
+    """A settings-catalog `deviceManagementConfigurationPolicy` (Graph beta only).
 
     `settings` are `deviceManagementConfigurationSetting` dicts, see `catalog_setting`.
     """
