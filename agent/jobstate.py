@@ -163,7 +163,7 @@ def job_status(settings: Settings, now: datetime | None = None) -> list[JobStatu
     Reads only the state dir (never the daemon), so it works while the daemon runs.
     """
     from agent.lock import running_holder
-    from agent.schedule import next_fire_times
+    from agent.schedule import next_fire_times, policy_trigger
     from jobs import REGISTRY
 
     if now is None:
@@ -177,7 +177,7 @@ def job_status(settings: Settings, now: datetime | None = None) -> list[JobStatu
         state = read_state(settings.state_dir, spec.id)
         next_at = None
         if policy.enabled:
-            upcoming = next_fire_times(policy.schedule, tz, now, 1)
+            upcoming = next_fire_times(policy_trigger(policy, tz), tz, now, 1)
             next_at = upcoming[0] if upcoming else None
         last_at = parse_time(state.last_started_at)
         holder = running_holder(settings.state_dir, spec.id)
@@ -225,6 +225,8 @@ def _write(path: Path, state: JobState) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a writer killed mid-write
+        stale.unlink(missing_ok=True)  # (safe: callers hold the job's state lock)
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dir_fd)

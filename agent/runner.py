@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from agent.audit import AuditLog
-from agent.errors import UsageError
+from agent.errors import RunInterrupted, UsageError
 from agent.graph.client import GraphClient
 from agent.graph.connect import build_graph_client
 from agent.job import JobContext, JobSpec
@@ -114,7 +114,10 @@ async def run_job(
         except BaseException as exc:
             exc.report = run.report  # type: ignore[attr-defined]
             record_run(settings.state_dir, run.report)
-            log.error("run failed", status=run.report.status, error=run.report.error)
+            if isinstance(exc, RunInterrupted) or run.interrupted:
+                log.warning("run interrupted", status=run.report.status, error=run.report.error)
+            else:
+                log.error("run failed", status=run.report.status, error=run.report.error)
             raise
         finally:
             structlog.contextvars.unbind_contextvars("run_id", "job")

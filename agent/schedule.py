@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
@@ -40,6 +41,12 @@ _DOW_ITEM = re.compile(r"(\*|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/(\d+))?")
 _FIELD_LABELS = ("minute", "hour", "day of month", "month", "day of week")
 _FORMAT_HINT = ("a cron expression 'm h dom mon dow' (e.g. '0 6 * * 1-5') or "
                 "'last-working-day HH:MM'")
+
+
+class WorkdayCalendar(Protocol):
+    """What the last-working-day trigger needs (`agent.workdays.WorkdayCalendar`)."""
+
+    def last_working_day(self, year: int, month: int) -> date: ...
 
 
 @dataclass(frozen=True)
@@ -76,12 +83,22 @@ def is_last_working_day(value: str) -> bool:
     return _LAST_WORKING_DAY.fullmatch(value.strip()) is not None
 
 
-def build_trigger(value: str, tz: ZoneInfo) -> BaseTrigger:
-    """The APScheduler 3 trigger for a schedule, in time zone `tz`."""
+def build_trigger(value: str, tz: ZoneInfo,
+                  calendar: WorkdayCalendar | None = None) -> BaseTrigger:
+    """The APScheduler 3 trigger for a schedule, in time zone `tz`.
+
+    `calendar` decides the working days of `last-working-day` (default: the Dutch calendar
+    of `agent.workdays`); the active-users policy carries its own (Good Friday, 5 May).
+    """
     spec = _parse(value)
     if isinstance(spec, LastWorkingDaySpec):
-        return LastWorkingDayTrigger(spec.hour, spec.minute, tz)
+        return LastWorkingDayTrigger(spec.hour, spec.minute, tz, calendar)
     return _cron_trigger(spec, tz)
+
+
+def policy_trigger(policy: Any, tz: ZoneInfo) -> BaseTrigger:
+    """The trigger of a job's policy: its `schedule`, with its workday calendar if it has one."""
+    return build_trigger(policy.schedule, tz, getattr(policy, "calendar", None))
 
 
 def next_fire_times(schedule: str | BaseTrigger, tz: ZoneInfo, after: datetime,
@@ -137,13 +154,18 @@ class LastWorkingDayTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler i
     whose last day is a weekend, and knows no holidays.
     """
 
-    def __init__(self, hour: int, minute: int, tz: ZoneInfo) -> None:
+    def __init__(self, hour: int, minute: int, tz: ZoneInfo,
+                 calendar: WorkdayCalendar | None = None) -> None:
         self.at = time(hour, minute)
         self.timezone = tz
+        self.calendar = calendar
 
     def get_next_fire_time(self, previous_fire_time: datetime | None,
                            now: datetime) -> datetime | None:
-        from agent.workdays import last_working_day
+        if self.calendar is not None:
+            last_working_day = self.calendar.last_working_day
+        else:
+            from agent.workdays import last_working_day
 
         # Same contract as CronTrigger: after the previous fire time if there is one
         # (APScheduler then works out the misfired runs), else from `now` on.

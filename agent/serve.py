@@ -40,9 +40,9 @@ from agent.errors import LockBusyError, RunInterrupted, UsageError
 from agent.jobstate import mark_scheduled, parse_time, read_state
 from agent.run import iso_z
 from agent.schedule import (
-    build_trigger,
     is_last_working_day,
     next_fire_times,
+    policy_trigger,
     previous_fire_time,
 )
 from agent.systemd import Notifier, watchdog_interval
@@ -136,7 +136,7 @@ class Daemon:
             policy = settings.policy(spec.policy_section)
             if policy.enabled:
                 self.jobs[spec.id] = _Scheduled(spec, policy.schedule,
-                                                build_trigger(policy.schedule, self.tz))
+                                                policy_trigger(policy, self.tz))
         if not self.jobs:
             raise UsageError("serve: no job is enabled in the configuration (set "
                              "enabled = true in at least one job's table)")

@@ -560,6 +560,7 @@ def _snapshot(ctx: JobContext, month: str, rows: Sequence[Row], rules: Rules,
         "month": month,
         "tenant_id": ctx.settings.tenant_id,
         "taken_at": iso_z(ctx.now),
+        "scheduled_for": iso_z(ctx.scheduled_for) if ctx.scheduled_for else None,
         "run_id": ctx.run.run_id,
         "trigger": ctx.run.report.trigger,
         "delivered": delivered,
@@ -610,11 +611,14 @@ async def run(ctx: JobContext) -> None:
     sort_rows(rows)
     _warn_about_data(ctx, policy, rules, rows, skus, matched_exclusions)
 
-    month = month_of(ctx.now, ctx.tz)
+    # The month a run counts for is the month of the time it serves: a scheduled run that
+    # is caught up after a month end (daemon down over 30 Nov - 2 Dec) delivers November.
+    served = ctx.scheduled_for or ctx.now
+    month = month_of(served, ctx.tz)
     year, mon = parse_month(month)
     deadline = policy.calendar.last_working_day(year, mon)
-    today = local_date(ctx.now, ctx.tz)
-    delivering = ctx.final or (ctx.run.report.trigger == "schedule" and today == deadline)
+    delivering = ctx.final or (ctx.run.report.trigger == "schedule"
+                               and local_date(served, ctx.tz) == deadline)
     counts, by_sku = totals(rows), per_sku(rows, rules, skus)
     summary = ctx.run.report.summary
     summary.update({"month": month, **counts.as_dict(), "users_seen": users_seen,

@@ -356,7 +356,7 @@ def _die() -> None:
     os._exit(137)
 
 
-def _install_kill(point: str) -> None:
+def _install_kill(point: str) -> Callable[[], None] | None:
     """Arrange for this process to die at `point`:
 
     - `before-write:N`: right before the Nth Graph write reaches the sandbox (N-1 writes
@@ -364,7 +364,8 @@ def _install_kill(point: str) -> None:
     - `before-request:N`: right before the Nth Graph request (reads included);
     - `before-replace:N` / `after-replace:N`: around the Nth `os.replace` of the process,
       i.e. every atomic file write (export, snapshot, run report, audit head, job state)
-      cut off with its temporary file written but not renamed, or just after the rename.
+      cut off with its temporary file written but not renamed, or just after the rename;
+    - `count-replaces`: no kill; the returned callback prints `replaced=[names]`.
     """
     kind, _, number = point.partition(":")
     target = int(number or 0)
@@ -382,8 +383,9 @@ def _install_kill(point: str) -> None:
             return await original(self, request)
 
         SandboxTransport.handle_async_request = handle  # type: ignore[method-assign]
-    elif kind in ("before-replace", "after-replace"):
-        real_replace = os.replace
+        return None
+    real_replace = os.replace
+    if kind in ("before-replace", "after-replace"):
         calls = [0]
 
         def replace(src: Any, dst: Any, **kwargs: Any) -> None:
@@ -395,31 +397,123 @@ def _install_kill(point: str) -> None:
                 _die()
 
         os.replace = replace
-    elif kind == "count-replaces":  # no kill: print how many os.replace calls a run makes
-        import atexit
-
-        real = os.replace
-        count = [0]
+        return None
+    if kind == "count-replaces":
+        names: list[str] = []
 
         def counting(src: Any, dst: Any, **kwargs: Any) -> None:
-            count[0] += 1
-            real(src, dst, **kwargs)
+            names.append(Path(str(dst)).name)
+            real_replace(src, dst, **kwargs)
 
         os.replace = counting
-        atexit.register(lambda: print(f"replaces={count[0]}", file=sys.stderr))
-    else:
-        raise SystemExit(f"unknown kill point {point!r}")
+        return lambda: print(f"replaced={json.dumps(names)}", file=sys.stderr)
+    raise SystemExit(f"unknown kill point {point!r}")
+
+
+# ---- a fork server: the CLI in a child process without paying for its imports each time ----
+
+def _run_child(request: Mapping[str, Any]) -> int:
+    """In a forked child: the request's environment and output files, the kill point, the
+    CLI; then `os._exit` with its code (no cleanup of the parent's state)."""
+    code = 1
+    try:
+        os.environ.clear()
+        os.environ.update(request["env"])
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            target = os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.dup2(target, fd)
+            os.close(target)
+        finish = _install_kill(request["point"]) if request.get("point") else None
+        from agent.cli import main
+
+        code = main(list(request["args"]))
+        if finish is not None:
+            finish()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _fork_server() -> int:
+    """Serve one JSON request per stdin line: fork, run it, answer {"code": N}."""
+    import agent.cli  # noqa: F401 - everything a run imports, once
+    import agent.graph.connect
+    import agent.runner  # noqa: F401
+    import agent.sandbox  # noqa: F401
+    import jobs  # noqa: F401
+
+    agent.graph.connect._with_sdk_middleware(httpx.AsyncClient())  # the SDK's imports
+    out = sys.stdout
+    for line in sys.stdin:
+        request = json.loads(line)
+        out.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _run_child(request)
+        _, status = os.waitpid(pid, 0)
+        out.write(json.dumps({"code": os.waitstatus_to_exitcode(status)}) + "\n")
+        out.flush()
+    return 0
+
+
+class ForkServer:
+    """A child Python with the agent imported that forks one process per CLI run."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = scratch
+        self.count = 0
+        self.proc = subprocess.Popen([str(PYTHON), "-m", "tests.helpers_hardening", "serve"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=clean_env(), cwd=ROOT)
+
+    def run(self, *args: str, env: Mapping[str, str], point: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Like `subprocess.run` of the CLI (killed at `point`, if given)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.count += 1
+        out = self.scratch / f"run-{id(self)}-{self.count}"
+        request = {"args": list(args), "env": dict(env), "point": point,
+                   "stdout": f"{out}.out", "stderr": f"{out}.err"}
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise RuntimeError("the fork server died")
+        code = int(json.loads(answer)["code"])
+        stdout = Path(f"{out}.out").read_text(encoding="utf-8", errors="replace")
+        stderr = Path(f"{out}.err").read_text(encoding="utf-8", errors="replace")
+        return subprocess.CompletedProcess(list(args), code, stdout, stderr)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def _main(argv: Sequence[str]) -> int:
+    if argv[:1] == ["serve"]:
+        return _fork_server()
     if len(argv) < 3 or argv[0] != "kill" or argv[2] != "--":
-        print("usage: python -m tests.helpers_hardening kill POINT -- CLI-ARGS...",
-              file=sys.stderr)
+        print("usage: python -m tests.helpers_hardening kill POINT -- CLI-ARGS...\n"
+              "       python -m tests.helpers_hardening serve", file=sys.stderr)
         return 2
-    _install_kill(argv[1])
+    finish = _install_kill(argv[1])
     from agent.cli import main
 
-    return main(list(argv[3:]))
+    code = main(list(argv[3:]))
+    if finish is not None:
+        finish()
+    return code
 
 
 if __name__ == "__main__":
@@ -427,10 +521,10 @@ if __name__ == "__main__":
 
 
 __all__ = [
-    "CLIENT_ID", "DAP_AGENT", "JOB_IDS", "NOW", "TENANT_ID", "FakeClock", "MutatingTransport",
-    "attempted_changes", "audit_entries", "change_outcomes", "check_retry_after_honoured",
-    "clean_env", "cli", "deep_merge", "demo_config", "demo_config_data", "demo_settings",
-    "demo_tenant", "device_actions", "files_under", "graph_client", "killed_cli",
-    "modes_under", "normalise", "run_job_over", "runs_in_audit", "sandbox_transport",
-    "tenant_state", "write_toml",
+    "CLIENT_ID", "DAP_AGENT", "JOB_IDS", "NOW", "TENANT_ID", "FakeClock", "ForkServer",
+    "MutatingTransport", "attempted_changes", "audit_entries", "change_outcomes",
+    "check_retry_after_honoured", "clean_env", "cli", "deep_merge", "demo_config",
+    "demo_config_data", "demo_settings", "demo_tenant", "device_actions", "files_under",
+    "graph_client", "killed_cli", "modes_under", "normalise", "run_job_over", "runs_in_audit",
+    "sandbox_transport", "tenant_state", "write_toml",
 ]

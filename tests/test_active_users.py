@@ -18,13 +18,19 @@ from agent.audit import AuditLog
 from agent.errors import UsageError
 from agent.exports import sha256_hex
 from agent.run import RunReport
+from agent.runner import run_job
 from agent.sandbox import builders as b
 from agent.sandbox.seed import base, demo_tenant
 from agent.sandbox.seed import licensing as seed
 from agent.sandbox.tenant import SandboxTenant
 from agent.settings import Settings
-from jobs.active_users import DEFAULT_E5_SKU_IDS, DEFAULT_EXCHANGE_ONLY_SKU_IDS, export_month
-from tests.conftest import make_settings, run_on
+from jobs.active_users import (
+    DEFAULT_E5_SKU_IDS,
+    DEFAULT_EXCHANGE_ONLY_SKU_IDS,
+    export_month,
+    snapshot_path,
+)
+from tests.conftest import make_settings, run_on, sandbox_client
 
 MAY_12 = datetime(2026, 5, 12, 8, 0, tzinfo=UTC)  # a Tuesday, mid-month
 MAY_29_0700 = datetime(2026, 5, 29, 5, 0, tzinfo=UTC)  # Fri 29 May 07:00 CEST: last working day
@@ -277,6 +283,27 @@ def test_the_month_and_its_last_day_are_local_time(tmp_path: Path) -> None:
     may = go(demo_tenant(moment), settings, JOB, now=moment, trigger="schedule")
     assert (may.summary["month"], may.summary["delivered"]) == ("2026-05", False)
     assert may.summary["previous_basis"] == "delivered"
+
+
+def test_a_caught_up_scheduled_run_delivers_the_month_it_served(tmp_path: Path) -> None:
+    """The daemon was down over the month end: on 2 December it catches up the missed
+    last-working-day run of Monday 30 November (07:00 CET), which must deliver November."""
+    settings = settings_for(tmp_path, deliver_to=[], sender="")
+    now = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    missed = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
+
+    async def catch_up() -> RunReport:
+        async with sandbox_client(demo_tenant(now)) as graph:
+            return await run_job(settings, JOB, trigger="schedule", final=True, now=now,
+                                 scheduled_for=missed, graph=graph)
+
+    report = asyncio.run(catch_up())
+    assert (report.summary["month"], report.summary["delivered"]) == ("2026-11", True)
+    assert report.summary["deadline"] == "2026-11-30"
+    snapshot = json.loads(Path(report.summary["snapshot_path"]).read_text())
+    assert (snapshot["scheduled_for"], snapshot["taken_at"]) == (
+        "2026-11-30T06:00:00Z", "2026-12-02T09:00:00Z")
+    assert not snapshot_path(settings.state_dir, "2026-12").exists()
 
 
 def test_dry_run_writes_nothing(tmp_path: Path) -> None:

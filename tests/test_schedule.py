@@ -6,6 +6,7 @@ import itertools
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -246,3 +247,41 @@ def test_dates_are_dates() -> None:
         fire = next_fire_times("last-working-day 07:00", AMS, local(2027, month, 1), 1)[0]
         assert fire.date() == last_working_day(2027, month)
         assert isinstance(fire.date(), date)
+
+
+def test_every_jobs_default_schedule_is_valid() -> None:
+    from jobs import REGISTRY
+
+    for spec in REGISTRY.values():
+        default = spec.policy_model.model_fields["schedule"].default
+        parse_schedule(default)  # pydantic does not validate defaults: we do, here
+        assert next_fire_times(default, AMS, local(2026, 1, 1), 1)
+
+
+def test_a_bad_schedule_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    from agent.errors import ConfigError
+    from tests.conftest import make_settings
+
+    with pytest.raises(ConfigError) as info:
+        make_settings(tmp_path, offboarding={"schedule": "0 6 * * 8"},
+                      active_users={"schedule": "last-working-day 7am"})
+    problems = "\n".join(info.value.problems)
+    assert "offboarding.schedule: cron expression '0 6 * * 8': day of week field '8'" in problems
+    assert "active_users.schedule: 'last-working-day 7am': write 'last-working-day HH:MM'" in (
+        problems)
+
+
+def test_last_working_day_uses_the_policys_calendar(tmp_path: Path) -> None:
+    from agent.schedule import policy_trigger
+    from agent.workdays import WorkdayCalendar
+    from tests.conftest import make_settings
+
+    # Good Friday 30 March 2029 as a working day: the month's last working day is that Friday
+    working = build_trigger("last-working-day 07:00", AMS, WorkdayCalendar(good_friday=False))
+    assert [t.isoformat() for t in next_fire_times(working, AMS, local(2029, 3, 1), 1)] == [
+        "2029-03-30T07:00:00+02:00"]
+    settings = make_settings(tmp_path, active_users={"good_friday_is_holiday": False})
+    trigger = policy_trigger(settings.active_users, AMS)
+    assert next_fire_times(trigger, AMS, local(2029, 3, 1), 1)[0].day == 30
+    assert next_fire_times(policy_trigger(settings.offboarding, AMS), AMS,
+                           local(2029, 3, 1), 1)[0] == local(2029, 3, 1, 6)

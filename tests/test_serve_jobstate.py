@@ -35,6 +35,9 @@ def report(job: str, started: str, status: str = "ok", trigger: str = "schedule"
 
 
 def test_record_run_writes_the_documented_fields_atomically(tmp_path: Path) -> None:
+    stale = state_path(tmp_path, "offboarding").with_name(".offboarding.json.99999.tmp")
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{")  # left by a writer that was killed mid-write
     state = record_run(tmp_path, report("offboarding", "2026-11-02T05:00:00Z", findings=3))
     path = state_path(tmp_path, "offboarding")
     data = json.loads(path.read_text())
@@ -115,3 +118,9 @@ def test_job_status_next_run_is_in_local_time_across_dst(tmp_path: Path,
     rows = {row.job: row for row in job_status(settings, now)}
     assert rows["device-compliance"].next_run == "2026-03-30 07:00 CEST"  # Mon, summer time
     assert rows["active-users"].next_run == "2026-03-31 07:00 CEST"
+
+
+def test_job_status_uses_the_policys_workday_calendar(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, active_users={"good_friday_is_holiday": False})
+    rows = {row.job: row for row in job_status(settings, datetime(2029, 3, 1, tzinfo=AMS))}
+    assert rows["active-users"].next_run == "2029-03-30 07:00 CEST"

@@ -33,6 +33,7 @@ from agent.sandbox.tenant import RequestRecord, SandboxTenant
 from agent.sandbox.wire import Call, GraphFault, Reply, forbidden
 
 VERSIONS = ("v1.0", "beta")
+REQUEST_LOG_LIMIT = 200_000
 _STATUS_CODES = {400: "BadRequest", 403: "Forbidden", 404: "ResourceNotFound", 409: "Conflict",
                  412: "PreconditionFailed", 429: "TooManyRequests",
                  500: "InternalServerError", 502: "BadGateway", 503: "ServiceUnavailable",
@@ -89,10 +90,13 @@ class SandboxTransport(httpx.AsyncBaseTransport):
             connection_fault = "reset"
         elif faults.timeout_every and n % faults.timeout_every == 0:
             connection_fault = "timeout"
-        self.tenant.requests.append(RequestRecord(
+        log = self.tenant.requests
+        log.append(RequestRecord(
             method=request.method, path=path, query=query,
             status=0 if connection_fault else prepared.status, request_id=request_id,
             fault=connection_fault or prepared.fault))
+        if len(log) > REQUEST_LOG_LIMIT:  # a daemon on the sandbox runs for weeks
+            del log[: REQUEST_LOG_LIMIT // 2]
         if connection_fault == "reset":
             raise httpx.RemoteProtocolError("peer closed connection without sending complete "
                                             "message body (sandbox fault)", request=request)
