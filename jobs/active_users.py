@@ -13,8 +13,11 @@ Flow of a run:
    replaces this draft. The month is delivered by `run --final` or by the scheduled run
    (trigger "schedule") on its last working day; from then on snapshot and export are
    immutable and later runs that month only report the live count next to them.
+   The delivery is audited once (`month-delivered`: month, count, export and snapshot
+   checksums); a run killed between snapshot and audit entry is made good by the next run.
 4. On delivery, optionally (`deliver_to`, `sender`), the export and the totals are mailed
-   through Graph `sendMail`, recorded as action `send-mail` (audited, planned in a dry run).
+   through Graph `sendMail`, recorded as action `send-mail` (audited, planned in a dry run),
+   at least once: a send whose outcome is unknown is repeated, marked as a possible repeat.
 
 A dry run counts and reports (with the checksum the export would have) but writes no file
 and sends nothing. `export_month` re-renders a month's export from its snapshot, byte for
@@ -34,10 +37,18 @@ from pathlib import Path
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
+import structlog
 from pydantic import Field, field_validator, model_validator
 
-from agent.errors import DapError, UsageError
-from agent.exports import Sheet, render_csv, render_xlsx, sha256_hex, write_atomic
+from agent.errors import DapError, GraphError, UsageError
+from agent.exports import (
+    Sheet,
+    remove_stale_temporaries,
+    render_csv,
+    render_xlsx,
+    sha256_hex,
+    write_atomic,
+)
 from agent.graph import licensing
 from agent.graph.licensing import LicensedUser, MailAttachment, SubscribedSku
 from agent.job import JobContext, JobPolicy, JobSpec
@@ -91,6 +102,7 @@ COLUMNS = (
     "not_held",  # assignments that are not a held licence (state, error, source)
     "reason",  # counted or not, and why
 )
+log = structlog.get_logger("jobs.active_users")
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -595,6 +607,10 @@ def _counted(snapshot: dict[str, Any]) -> dict[str, str]:
 
 async def run(ctx: JobContext) -> None:
     policy = cast(Policy, ctx.policy)
+    if not ctx.dry_run:  # debris of a killed run (the job lock keeps other runs out)
+        for directory in (ctx.state_dir / "exports", snapshot_path(ctx.state_dir, "x").parent):
+            for name in remove_stale_temporaries(directory):
+                log.info("removed a temporary file left by a killed run", file=name)
     skus = await licensing.subscribed_skus(ctx.graph)
     rules = Rules.from_policy(policy, skus)
     rows: list[Row] = []
@@ -630,6 +646,8 @@ async def run(ctx: JobContext) -> None:
     existing = load_snapshot(ctx.state_dir, month)
     if existing is not None and existing["delivered"]:
         _already_delivered(ctx, existing, export_path, summary)
+        if not ctx.dry_run and not _marker(ctx.state_dir, month, "audit").exists():
+            _recover_delivery_record(ctx, existing, export_path)
         if delivering:
             await _deliver_mail(ctx, policy, existing, export_path)
         return
@@ -654,15 +672,59 @@ async def run(ctx: JobContext) -> None:
     summary["delivered"] = delivering
     if delivering:
         summary["note"] = f"{month} delivered: its export is now immutable"
-        ctx.run.audit.append({
-            "run_id": ctx.run.run_id, "job": "active-users", "event": "month-delivered",
-            "month": month, "active": summary["active"], "export_path": str(export_path),
-            "export_sha256": digest, "snapshot_path": str(snap_path),
-            "snapshot_sha256": sha256_hex(snapshot_bytes)})
+        _record_delivery(ctx, snapshot, sha256_hex(snapshot_bytes), export_path)
         await _deliver_mail(ctx, policy, snapshot, export_path)
     else:
         summary["note"] = (f"draft for {month}: replaced by the next run until the month is "
                            f"delivered (deadline {deadline.isoformat()})")
+
+
+def _marker(state_dir: Path, month: str, kind: str) -> Path:
+    """Small state files next to the month's snapshot: `audit` (its delivery is in the
+    audit log), `mail` (the delivery mail's progress)."""
+    return snapshot_path(state_dir, month).with_suffix(f".{kind}.json")
+
+
+def _delivery_entry(ctx: JobContext, snapshot: dict[str, Any], snapshot_sha256: str,
+                    export_path: Path) -> dict[str, Any]:
+    month = snapshot["month"]
+    return {"run_id": ctx.run.run_id, "job": "active-users", "event": "month-delivered",
+            "month": month, "active": snapshot["totals"]["active"],
+            "delivered_by_run": snapshot["run_id"], "delivered_at": snapshot["delivered_at"],
+            "export_path": str(export_path), "export_sha256": snapshot["export"]["sha256"],
+            "snapshot_path": str(snapshot_path(ctx.state_dir, month)),
+            "snapshot_sha256": snapshot_sha256}
+
+
+def _record_delivery(ctx: JobContext, snapshot: dict[str, Any], snapshot_sha256: str,
+                     export_path: Path) -> None:
+    """Audit the delivery once; the marker file says it is done.
+
+    Written after the delivered snapshot (which makes the month delivered): a run killed in
+    between leaves no marker, and the next run records it (`_recover_delivery_record`).
+    """
+    record = ctx.run.audit.append(_delivery_entry(ctx, snapshot, snapshot_sha256, export_path))
+    write_atomic(_marker(ctx.state_dir, snapshot["month"], "audit"),
+                 _dump({"seq": record.get("seq"), "hash": record.get("hash"),
+                        "run_id": ctx.run.run_id}))
+
+
+def _recover_delivery_record(ctx: JobContext, snapshot: dict[str, Any],
+                             export_path: Path) -> None:
+    """A delivered month without its audit marker: the delivering run was killed after the
+    snapshot. Audit the delivery now, unless the entry made it into the log already."""
+    month, digest = snapshot["month"], snapshot["export"]["sha256"]
+    for entry in ctx.run.audit.entries():
+        if (entry.get("event") == "month-delivered" and entry.get("month") == month
+                and entry.get("export_sha256") == digest):
+            write_atomic(_marker(ctx.state_dir, month, "audit"),
+                         _dump({"seq": entry.get("seq"), "hash": entry.get("hash"),
+                                "run_id": entry.get("run_id")}))
+            return
+    ctx.run.warn(f"the delivery of {month} by run {snapshot['run_id']} was not in the audit "
+                 "log (that run was interrupted): recorded now")
+    snapshot_sha256 = sha256_hex(snapshot_path(ctx.state_dir, month).read_bytes())
+    _record_delivery(ctx, snapshot, snapshot_sha256, export_path)
 
 
 def _already_delivered(ctx: JobContext, existing: dict[str, Any], export_path: Path,
@@ -746,14 +808,27 @@ def _warn_about_data(ctx: JobContext, policy: Policy, rules: Rules, rows: Sequen
 
 async def _deliver_mail(ctx: JobContext, policy: Policy, snapshot: dict[str, Any],
                         export_path: Path) -> None:
-    """Mail the delivered export and totals once per month (retried by a later final run)."""
+    """Mail the delivered export and totals once per month (retried by a later final run).
+
+    At least once: a "sending" record is written before the request and "sent" after it.
+    A run killed in between leaves "sending": nobody knows whether Graph got the mail, and
+    a missed delivery costs more than a second copy, so the next delivering run sends it
+    again, marked as a possible repeat. A send Graph refused (an HTTP error) is not sent:
+    its record is removed and the next delivering run simply sends it.
+    """
     if not policy.deliver_to:
         return
     month = snapshot["month"]
-    state_file = snapshot_path(ctx.state_dir, month).with_suffix(".mail.json")
-    if state_file.exists():
+    state_file = _marker(ctx.state_dir, month, "mail")
+    previous = _read_state(state_file)
+    if previous.get("status") == "sent":
         ctx.run.report.summary["mail"] = "already sent"
         return
+    repeat = previous.get("status") == "sending"
+    if repeat:
+        ctx.run.warn(f"the delivery mail of {month} may have been sent already by run "
+                     f"{previous.get('run_id')}, which was interrupted while sending it: "
+                     "sending it again, marked as a possible repeat")
     data = render_export(snapshot)
     attach = len(data) <= MAIL_ATTACHMENT_LIMIT
     if not attach:
@@ -761,24 +836,47 @@ async def _deliver_mail(ctx: JobContext, policy: Policy, snapshot: dict[str, Any
                      "limit for a mail attachment: mailing the totals and checksum only")
     subject = f"Active users {month}: {snapshot['totals']['active']}"
     text = _mail_text(snapshot, ctx.run.report.summary, export_path, attach)
+    if repeat:
+        subject += " (possible repeat)"
+        text = (f"This message may repeat one sent by run {previous.get('run_id')}, which was "
+                "interrupted before it could record the sending.\n\n" + text)
     target = Subject("mailbox", policy.sender, policy.sender)
     reason = f"deliver the active-user overview {month} to {', '.join(policy.deliver_to)}"
+    record = {"format": SNAPSHOT_FORMAT, "month": month, "run_id": ctx.run.run_id,
+              "to": list(policy.deliver_to), "export_sha256": snapshot["export"]["sha256"]}
     with ctx.run.change("send-mail", target, reason,
-                        before={"to": list(policy.deliver_to), "month": month}) as change:
+                        before={"to": list(policy.deliver_to), "month": month,
+                                "possible_repeat": repeat}) as change:
         if change.execute:
             attachments = ([MailAttachment(export_name(month), "text/csv", data)]
                            if attach else [])
-            result = await licensing.send_mail(ctx.graph, policy.sender, policy.deliver_to,
-                                               subject, text, attachments)
+            write_atomic(state_file, _dump({**record, "status": "sending",
+                                            "started_at": iso_z(ctx.now)}))
+            try:
+                result = await licensing.send_mail(ctx.graph, policy.sender,
+                                                   policy.deliver_to, subject, text,
+                                                   attachments)
+            except GraphError as exc:
+                if exc.status is not None:  # Graph answered: the mail was not sent
+                    state_file.unlink(missing_ok=True)
+                raise  # no answer (connection lost): outcome unknown, "sending" stays
+            write_atomic(state_file, _dump({**record, "status": "sent",
+                                            "sent_at": iso_z(ctx.now),
+                                            "request_id": result.request_id}))
             change.done(request_id=result.request_id, after={
                 "to": list(policy.deliver_to), "attachment": attach,
                 "export_sha256": snapshot["export"]["sha256"]})
     ctx.run.report.summary["mail"] = change.action.status
-    if change.ok:
-        write_atomic(state_file, _dump({"format": SNAPSHOT_FORMAT, "month": month,
-                                         "run_id": ctx.run.run_id, "sent_at": iso_z(ctx.now),
-                                         "to": list(policy.deliver_to),
-                                         "request_id": change.action.request_id}))
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        return {"status": "sending"}  # unreadable: treat as unknown outcome
+    return data if isinstance(data, dict) else {"status": "sending"}
 
 
 def _mail_text(snapshot: dict[str, Any], summary: dict[str, Any], export_path: Path,

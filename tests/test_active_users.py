@@ -8,6 +8,9 @@ import csv
 import io
 import json
 import math
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -410,3 +413,69 @@ def test_policy_mistakes_are_warnings(tmp_path: Path) -> None:
     default = go(demo_tenant(MAY_12), settings_for(tmp_path / "defaults"), JOB,
                            now=MAY_12)
     assert not any("subscribedSkus (a typo" in w for w in default.warnings)
+
+
+def test_a_mail_whose_outcome_is_unknown_is_sent_again_marked_as_a_repeat(
+        tmp_path: Path) -> None:
+    """The connection drops after Graph took the sendMail (the third request): nobody knows
+    whether it went out. At least once: the next delivering run sends it again, marked."""
+    settings = settings_for(tmp_path)
+    tenant = demo_tenant(MAY_12)
+    tenant.faults.reset_every = 3  # /subscribedSkus, /users, then the sendMail
+    lost = go(tenant, settings, now=MAY_12, final=True)
+    assert [a.status for a in lost.actions] == ["failed"]
+    assert len(tenant.all("sentMail")) == 1  # it did go out
+    tenant.faults.reset_every = 0
+    again = go(tenant, settings, now=MAY_12 + timedelta(hours=1), final=True)
+    assert [a.status for a in again.actions] == ["done"]
+    assert any("may have been sent already" in w for w in again.warnings)
+    first, second = (m["message"] for m in tenant.all("sentMail"))
+    assert not first["subject"].endswith("(possible repeat)")
+    assert second["subject"].endswith("(possible repeat)")
+    assert second["body"]["content"].startswith("This message may repeat one sent by run")
+    third = go(tenant, settings, now=MAY_12 + timedelta(hours=2), final=True)
+    assert third.actions == [] and len(tenant.all("sentMail")) == 2
+
+
+def test_a_delivery_missing_from_the_audit_log_is_recorded_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the delivered snapshot, before its audit entry: the next run records it."""
+    import jobs.active_users as job
+
+    settings = settings_for(tmp_path, deliver_to=[], sender="")
+    tenant = demo_tenant(MAY_12)
+    with monkeypatch.context() as patch:
+        patch.setattr(job, "_record_delivery", lambda *args: None)
+        delivered = go(tenant, settings, now=MAY_12, final=True)
+    log = AuditLog(settings.state_dir / "audit.jsonl")
+
+    def entries() -> list[dict[str, Any]]:
+        return [e for e in log.entries() if e.get("event") == "month-delivered"]
+
+    assert entries() == []
+    later = go(tenant, settings, now=MAY_12 + timedelta(days=1))
+    assert any("was not in the audit log" in w for w in later.warnings)
+    [entry] = entries()
+    assert (entry["delivered_by_run"], entry["run_id"]) == (delivered.run_id, later.run_id)
+    assert entry["export_sha256"] == delivered.summary["export_sha256"]
+    go(tenant, settings, now=MAY_12 + timedelta(days=2))
+    assert len(entries()) == 1
+    # killed after the entry, before its marker: found in the log, not written twice
+    (settings.state_dir / "snapshots" / "active-users" / "2026-05.audit.json").unlink()
+    go(tenant, settings, now=MAY_12 + timedelta(days=3))
+    assert len(entries()) == 1
+
+
+def test_temporary_files_of_a_killed_run_are_removed(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, deliver_to=[], sender="")
+    exports = settings.state_dir / "exports"
+    exports.mkdir(parents=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = exports / f".active-users-2026-05.csv.{gone.stdout.strip()}.k1ll3d.tmp"
+    live = exports / f".active-users-2026-05.csv.{os.getpid()}.inflight.tmp"
+    dead.write_bytes(b"half an export")
+    live.write_bytes(b"being written")
+    go(demo_tenant(MAY_12), settings, now=MAY_12)
+    assert not dead.exists()
+    assert live.exists()
