@@ -31,6 +31,10 @@ class JobPolicy(BaseModel):
     enabled: bool = True
     schedule: str
 
+    def extra_permissions(self) -> tuple[str, ...]:
+        """Graph permissions this policy needs beyond the job's own (optional features)."""
+        return ()
+
     @field_validator("schedule")
     @classmethod
     def _valid_schedule(cls, value: str) -> str:

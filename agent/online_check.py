@@ -49,5 +49,7 @@ async def check_online(settings: Settings, jobs: Sequence[JobSpec]) -> list[tupl
     async with build_graph_client(settings) as graph:
         token = await graph.access_token()
         granted = effective(token_roles(token))
-    return [(spec.id, permission) for spec in jobs for permission in spec.permissions
+    return [(spec.id, permission) for spec in jobs
+            for permission in (*spec.permissions,
+                               *settings.policy(spec.policy_section).extra_permissions())
             if permission not in granted]

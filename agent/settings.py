@@ -228,12 +228,11 @@ def _has_path(data: Any, loc: list[str]) -> bool:
     if not loc:
         return False
     for part in loc:
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and part.isdigit():
-            return True
-        else:
+        if isinstance(data, list):
+            return part.isdigit()
+        if not (isinstance(data, dict) and part in data):
             return False
+        data = data[part]
     return True
 
 

@@ -205,6 +205,9 @@ class Policy(JobPolicy):
         return WorkdayCalendar(good_friday=self.good_friday_is_holiday,
                                liberation_day=self.liberation_day)
 
+    def extra_permissions(self) -> tuple[str, ...]:
+        return ("Mail.Send",) if self.deliver_to else ()
+
 
 # ---- categorisation (pure: no HTTP, no files) ---------------------------------------------
 

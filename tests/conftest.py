@@ -61,11 +61,12 @@ def sandbox_client(tenant: Any, *, sleep: Callable[[float], Any] | None = None,
 
 async def run_on(tenant: Any, settings: Settings, job_id: str, *, now: datetime,
                  dry_run: bool = False, final: bool = False, trigger: str = "cli",
-                 sleep: Callable[[float], Any] | None = None) -> RunReport:
+                 sleep: Callable[[float], Any] | None = None,
+                 scheduled_for: datetime | None = None) -> RunReport:
     """Run a job through the real runner against an in-memory sandbox tenant."""
     async with sandbox_client(tenant, sleep=sleep) as graph:
         return await run_job(settings, job_id, trigger=trigger, dry_run=dry_run, final=final,
-                             now=now, graph=graph)
+                             now=now, graph=graph, scheduled_for=scheduled_for)
 
 
 @pytest.fixture

@@ -154,3 +154,17 @@ def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:
     (tmp_path / "mine.txt").write_text("precious")
     result = cli("demo", "--dir", str(tmp_path))
     assert result.returncode == 2 and (tmp_path / "mine.txt").exists()
+
+
+def test_config_check_online_asks_for_mail_send_only_when_mailing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.sandbox import ALL_PERMISSIONS
+
+    monkeypatch.setenv("DAP_AGENT_SANDBOX_ROLES",
+                       ",".join(p for p in ALL_PERMISSIONS if p != "Mail.Send"))
+    assert main(["--config", str(config(tmp_path)), "config", "check", "--online"]) == 0
+    mailing = config(tmp_path, active_users={"deliver_to": ["sm@contoso.nl"],
+                                             "sender": "dap-agent@contoso.nl"})
+    assert main(["--config", str(mailing), "config", "check", "--online"]) == 3
+    assert "MISSING permission Mail.Send (needed by active-users)" in capsys.readouterr().out

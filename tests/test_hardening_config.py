@@ -11,11 +11,12 @@ dates, cron expressions, SKU ids and privileged-access register entries. Driven 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import string
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, time
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,15 @@ from hypothesis import strategies as st
 
 from tests.helpers_hardening import cli, clean_env, demo_config_data, write_toml
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+# HARDENING_FUZZ_EXAMPLES=2000 for a deeper (random) search; the suite's default is fixed
+DEEP = int(os.environ.get("HARDENING_FUZZ_EXAMPLES", "0"))
+FUZZ = settings(max_examples=DEEP or 60, deadline=None, derandomize=not DEEP, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 SECTIONS = ("active_users", "offboarding", "device_compliance", "privileged_roles")
-LINE = re.compile(r"^  (?P<source>[^:]+|environment [A-Z_]+): (?P<key>[^:]+): (?P<problem>.+)$")
+# `source: key: problem`; a problem with the whole file is `file: problem`
+LINE = re.compile(r"^  (?P<source>/[^:]+|environment [A-Z0-9_]+|\$CREDENTIALS_DIRECTORY): "
+                  r"(?P<rest>.+)$")
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +66,7 @@ def check(tmp: Path, capsys: pytest.CaptureFixture[str],
 
     path = tmp / "agent.toml"
     if data is not None:
-        write_toml(path, data)
+        path.write_text(to_toml(data), encoding="utf-8")
     elif isinstance(text, bytes):
         path.write_bytes(text)
     elif text is not None:
@@ -87,6 +92,58 @@ def check(tmp: Path, capsys: pytest.CaptureFixture[str],
     return code, lines, path
 
 
+def _toml_str(text: str) -> str:
+    """A TOML basic string: JSON's escapes, plus DEL, which TOML forbids raw."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "nan" if value != value else ("inf" if value == float("inf") else
+                                             "-inf" if value == float("-inf") else repr(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (date, time)):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, str):
+        return _toml_str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_str(k)} = {_toml_value(v)}"
+                               for k, v in value.items()) + "}"
+    raise TypeError(type(value).__name__)
+
+
+def _is_tables(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """TOML for a top-level table of values, sub-tables and arrays of tables (any value
+    type a TOML file can hold, wrong or right for the setting)."""
+    lines: list[str] = []
+    sections: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict) or _is_tables(value):
+            sections.append((key, value))
+        else:
+            lines.append(f"{_toml_str(key)} = {_toml_value(value)}")
+    for key, value in sections:
+        for table in value if isinstance(value, list) else [value]:
+            lines.append(f"[[{key}]]" if isinstance(value, list) else f"[{key}]")
+            nested = [(sub, item) for sub, item in table.items() if _is_tables(item)]
+            lines += [f"{_toml_str(sub)} = {_toml_value(item)}"
+                      for sub, item in table.items() if not _is_tables(item)]
+            for sub, items in nested:
+                for entry in items:
+                    lines.append(f"[[{key}.{sub}]]")
+                    lines += [f"{_toml_str(k)} = {_toml_value(v)}" for k, v in entry.items()]
+    return "\n".join(lines) + "\n"
+
+
 def named(lines: list[str], path: Path, key: str) -> bool:
     """Whether a problem line names the file and the key (dotted, list items by index)."""
     return any(line.strip().startswith(f"{path}: {key}") for line in lines)
@@ -101,9 +158,7 @@ def test_the_base_configuration_is_valid(tmp_path: Path,
 # ---- malformed TOML --------------------------------------------------------------------------
 
 def toml_text(tmp: Path) -> str:
-    from agent.tomlwrite import dumps
-
-    return dumps(base_config(tmp))
+    return to_toml(base_config(tmp))
 
 
 def test_a_cut_off_table_header(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -240,12 +295,21 @@ def test_wrong_types_anywhere_are_usage_errors_naming_the_key(
 
 # ---- dates, cron, SKU ids, register entries --------------------------------------------------
 
+# numbers are left to test_a_number_is_not_a_date (a known defect)
 BAD_DATES = st.one_of(
     st.sampled_from(["2026-13-01", "2026-02-30", "tomorrow", "", "01-01-2026", "2026/01/01",
                      "2026-1-1", "0000-01-01"]),
-    st.text(max_size=12), st.integers(), st.floats(allow_nan=False), st.booleans(),
-    st.lists(st.dates(), min_size=1, max_size=2),
+    st.text(max_size=12).filter(lambda t: not _iso_date(t)), st.booleans(),
+    st.lists(st.dates(), min_size=1, max_size=2), st.times(),
 )
+
+
+def _iso_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 @FUZZ
@@ -260,6 +324,19 @@ def test_bad_register_dates(tmp_path: Path, capsys: pytest.CaptureFixture[str], 
     where = f"privileged_roles.register.{index % len(register)}.{field}"
     assert code == 2, value
     assert named(lines, path, where), lines
+
+
+@pytest.mark.xfail(strict=True, reason="defect: a bare number is taken as a Unix timestamp: "
+                   "`start = 0` is accepted as 1970-01-01 and `start = 1767225600` as "
+                   "2026-01-01 (jobs/privileged_roles.py RegisterEntry.start/end are lax dates)")
+@pytest.mark.parametrize("value", [0, 86400, 1767225600, 1767225600.0])
+def test_a_number_is_not_a_date(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                value: float) -> None:
+    config = base_config(tmp_path)
+    config["privileged_roles"]["register"][0]["start"] = value
+    code, lines, path = check(tmp_path, capsys, data=config)
+    assert code == 2
+    assert named(lines, path, "privileged_roles.register.0.start"), lines
 
 
 @FUZZ
@@ -384,24 +461,56 @@ def test_every_problem_is_reported_at_once(tmp_path: Path,
 
 # ---- the environment -------------------------------------------------------------------------
 
-@FUZZ
-@given(st.sampled_from(["DAP_AGENT_OFFBOARDING__MAX_PURGE_PER_RUN",
-                        "DAP_AGENT_OFFBOARDING__MODE", "DAP_AGENT_TIMEZONE",
-                        "DAP_AGENT_ACTIVE_USERS__E5_SKU_IDS",
-                        "DAP_AGENT_PRIVILEGED_ROLES__GLOBAL_ADMIN_COUNT",
-                        "DAP_AGENT_DEVICE_COMPLIANCE__SCHEDULE",
-                        "DAP_AGENT_PRIVILEGED_ROLES__REGISTER"]),
-       st.text(alphabet=string.ascii_letters + string.digits + " -*/[]{}\",:", max_size=20))
-def test_bad_environment_values_name_the_variable(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, value: str) -> None:
-    write_toml(tmp_path / "agent.toml", base_config(tmp_path))
+def check_env(tmp: Path, capsys: pytest.CaptureFixture[str], name: str,
+              value: str) -> tuple[int, list[str]]:
+    write_toml(tmp / "agent.toml", base_config(tmp))
     os.environ[name] = value
     try:
-        code, lines, _ = check(tmp_path, capsys)
+        code, lines, _ = check(tmp, capsys)
     finally:
         del os.environ[name]
     if code == 2:
-        assert any(name.split("__")[0] in line or name in line for line in lines), (name, lines)
+        assert any(f"environment {name}" in line for line in lines), (name, lines)
+    return code, lines
+
+
+ENV_TEXT = st.text(alphabet=string.ascii_letters + string.digits + " -*/[]{}\",:", max_size=20)
+
+
+@FUZZ
+@given(st.sampled_from(["DAP_AGENT_OFFBOARDING__MAX_PURGE_PER_RUN",
+                        "DAP_AGENT_OFFBOARDING__MODE", "DAP_AGENT_TIMEZONE",
+                        "DAP_AGENT_PRIVILEGED_ROLES__GLOBAL_ADMIN_COUNT",
+                        "DAP_AGENT_DEVICE_COMPLIANCE__SCHEDULE",
+                        "DAP_AGENT_OFFBOARDING__WIPE_DEVICES"]), ENV_TEXT)
+def test_bad_environment_values_name_the_variable(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, value: str) -> None:
+    check_env(tmp_path, capsys, name, value)
+
+
+@FUZZ
+@given(st.sampled_from(["DAP_AGENT_ACTIVE_USERS__E5_SKU_IDS",
+                        "DAP_AGENT_OFFBOARDING__PROTECTED_USERS",
+                        "DAP_AGENT_PRIVILEGED_ROLES__REGISTER"]),
+       st.one_of(st.just("[]"), st.just('["not-a-guid"]'), st.just("[1, 2]"), st.just("{}")))
+def test_bad_json_lists_in_the_environment_name_the_variable(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, value: str) -> None:
+    check_env(tmp_path, capsys, name, value)
+
+
+@pytest.mark.xfail(strict=True, reason="defect: a list setting in the environment that is not "
+                   "JSON (DAP_AGENT_ACTIVE_USERS__E5_SKU_IDS=abc) ends in 'internal error: "
+                   "SettingsError' exit 1, not exit 2 naming the variable (agent/settings.py "
+                   "load_settings catches only ValidationError)")
+@pytest.mark.parametrize(("name", "value"), [
+    ("DAP_AGENT_ACTIVE_USERS__E5_SKU_IDS", "06ebc4ee-1bb5-47dd-8120-11324bc54e06"),
+    ("DAP_AGENT_OFFBOARDING__PROTECTED_USERS", "admin@contoso.nl"),
+    ("DAP_AGENT_PRIVILEGED_ROLES__REGISTER", "[{"),
+])
+def test_a_list_in_the_environment_that_is_not_json(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, value: str) -> None:
+    code, _ = check_env(tmp_path, capsys, name, value)
+    assert code == 2
 
 
 # ---- a few real processes --------------------------------------------------------------------

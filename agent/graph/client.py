@@ -226,7 +226,8 @@ class GraphClient:
             yield items, reported if isinstance(reported, int) else None
             first = False
 
-    async def list(self, path: str, *, permission: str, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+    async def list(self, path: str, *, permission: str,
+                   **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
         async for items, _ in self.iter_pages(path, permission=permission, **kwargs):
             for item in items:
                 yield item
