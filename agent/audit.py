@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agent.files import write_atomic
+
 GENESIS = "0" * 64
 
 
@@ -65,8 +67,8 @@ class AuditLog:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            _atomic_write(self.head_path, json.dumps({"seq": record["seq"],
-                                                      "hash": record["hash"]}).encode())
+            write_atomic(self.head_path, json.dumps({"seq": record["seq"],
+                                                     "hash": record["hash"]}).encode())
         return record
 
     def _last(self) -> tuple[int, str]:
@@ -174,14 +176,3 @@ def _last_line(path: Path) -> bytes | None:
             return data.rstrip(b"\n") or None
     except FileNotFoundError:
         return None
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)

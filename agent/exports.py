@@ -17,13 +17,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
-import tempfile
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -133,55 +130,3 @@ def _xlsx_cell(ws: Any, value: CellValue, cell_type: Any) -> Any:
     cell = cell_type(ws, value=value)
     cell.data_type = "s"  # text stays text: openpyxl would turn "=..." into a formula
     return cell
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically, mode 0600, creating the directory (0700).
-
-    The temporary file is `.<name>.<pid>.<random>.tmp`: a process killed before its rename
-    leaves it behind, and `remove_stale_temporaries` knows it by the dead pid.
-    """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
-                               dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def remove_stale_temporaries(directory: Path) -> list[str]:
-    """Delete the temporary files `write_atomic` left when its process was killed.
-
-    Only files whose writer is gone (the pid in the name no longer runs); another live
-    process's file in flight is left alone. Returns the names removed.
-    """
-    removed: list[str] = []
-    if not directory.is_dir():
-        return removed
-    for candidate in directory.glob(".*.tmp"):
-        parts = candidate.name[:-len(".tmp")].rsplit(".", 2)
-        if len(parts) != 3 or not parts[1].isdigit():
-            continue
-        pid = int(parts[1])
-        if pid == os.getpid() or _running(pid):
-            continue
-        candidate.unlink(missing_ok=True)
-        removed.append(candidate.name)
-    return removed
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from agent.files import write_atomic
 from agent.run import RunReport, iso_z
 
 if TYPE_CHECKING:
@@ -215,20 +216,6 @@ def _updating(state_dir: Path, job_id: str) -> Iterator[JobState]:
 
 
 def _write(path: Path, state: JobState) -> None:
-    """Atomically: write a temp file (0600), fsync, rename over, fsync the directory."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, (json.dumps(asdict(state), indent=2) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(asdict(state), indent=2) + "\n").encode())
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a writer killed mid-write
         stale.unlink(missing_ok=True)  # (safe: callers hold the job's state lock)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ import structlog
 
 from agent.audit import AuditLog
 from agent.errors import GraphAuthError, GraphError, RunInterrupted
+from agent.files import write_atomic
 
 Severity = Literal["high", "medium", "low", "info"]
 ActionStatus = Literal["done", "planned", "skipped", "failed"]
@@ -232,14 +232,9 @@ class Run:
             self._audit("run-finished", **entry)
 
     def _store(self) -> Path:
-        self.runs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.runs_dir / f"{self.run_id}.json"
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(self.report.to_dict(), fh, indent=2, default=str)
-            fh.write("\n")
-        os.replace(tmp, path)
+        write_atomic(path, (json.dumps(self.report.to_dict(), indent=2, default=str)
+                            + "\n").encode())
         return path
 
 

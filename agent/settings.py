@@ -6,18 +6,27 @@ Strict: unknown keys are errors, and every problem is reported at once as
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from agent.errors import ConfigError
@@ -189,6 +198,11 @@ def load_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settin
     _LOADING["toml"], _LOADING["credentials"] = toml, credentials
     try:
         return Settings(**(overrides or {}))
+    except SettingsError:
+        # pydantic-settings could not even parse a value (a list or table in the
+        # environment that is not JSON): find and name the variable ourselves
+        raise ConfigError(_unparsable_environment() or [
+            "environment: a DAP_AGENT_* variable could not be parsed"]) from None
     except ValidationError as exc:
         env = _env_keys(Settings)
         raise ConfigError([_describe(err, path, toml, env, credentials)
@@ -221,6 +235,37 @@ def _describe(err: Any, path: Path, toml: dict[str, Any], env: dict[str, Any],
                 and repr(err["input"]) not in problem):
             problem += f" (got {err['input']!r})"
     return f"{source}: {key}: {problem}"
+
+
+def _unparsable_environment() -> list[str]:
+    """DAP_AGENT_* variables for lists or tables whose value is not JSON."""
+    problems = []
+    for name, value in sorted(os.environ.items()):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        if _is_structured(Settings, path):
+            try:
+                json.loads(value)
+            except ValueError:
+                problems.append(f"environment {name}: {'.'.join(path)}: not valid JSON (lists "
+                                "and tables in the environment are JSON, e.g. "
+                                '["a@contoso.nl"])')
+    return problems
+
+
+def _is_structured(model: type[BaseModel], path: list[str]) -> bool:
+    """Whether the setting at `path` is a list, tuple, dict or model (given as JSON in env)."""
+    fields = {(f.alias or n).lower(): f for n, f in model.model_fields.items()}
+    field = fields.get(path[0])
+    if field is None:
+        return False
+    annotation = field.annotation
+    if len(path) > 1:
+        return (isinstance(annotation, type) and issubclass(annotation, BaseModel)
+                and _is_structured(annotation, path[1:]))
+    origin = getattr(annotation, "__origin__", annotation)
+    return isinstance(origin, type) and (issubclass(origin, (list, tuple, dict, BaseModel)))
 
 
 def _has_path(data: Any, loc: list[str]) -> bool:

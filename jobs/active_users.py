@@ -41,14 +41,8 @@ import structlog
 from pydantic import Field, field_validator, model_validator
 
 from agent.errors import DapError, GraphError, UsageError
-from agent.exports import (
-    Sheet,
-    remove_stale_temporaries,
-    render_csv,
-    render_xlsx,
-    sha256_hex,
-    write_atomic,
-)
+from agent.exports import Sheet, render_csv, render_xlsx, sha256_hex
+from agent.files import remove_stale_temporaries, write_atomic
 from agent.graph import licensing
 from agent.graph.licensing import LicensedUser, MailAttachment, SubscribedSku
 from agent.job import JobContext, JobPolicy, JobSpec

@@ -48,7 +48,8 @@ from typing import Any, Literal, cast
 
 from pydantic import Field
 
-from agent.exports import render_csv, sha256_hex, write_atomic
+from agent.exports import render_csv, sha256_hex
+from agent.files import write_atomic
 from agent.graph import devices as dev
 from agent.graph.client import GraphClient
 from agent.graph.devices import (

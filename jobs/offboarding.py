@@ -22,7 +22,6 @@ from __future__ import annotations
 import calendar
 import csv
 import io
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, field_validator
 
 from agent.errors import ConfigError, GraphError, GraphNotFoundError, GraphUnavailableError
+from agent.files import write_atomic
 from agent.graph import lifecycle
 from agent.graph.lifecycle import (
     ChangeRefused,
@@ -745,14 +745,7 @@ def write_deleted_accounts(exports: Path, records: Iterable[LeaverRecord], month
             return path
     except FileNotFoundError:
         pass
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, data)
     return path
 
 

@@ -37,17 +37,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from agent.files import write_atomic
 from agent.graph import role_templates
 from agent.graph import roles as graph_roles
 from agent.graph.role_templates import GLOBAL_ADMINISTRATOR, GLOBAL_READER
@@ -117,6 +116,16 @@ class RegisterEntry(BaseModel):
             raise ValueError(f"unknown role {value!r}: use a built-in Entra role's display "
                              "name or template id (e.g. 'Global Administrator' or "
                              f"{GLOBAL_ADMINISTRATOR})")
+        return value
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _a_date_not_a_number(cls, value: object) -> object:
+        # pydantic would read 1767225600 as a Unix timestamp: a register date is a date
+        if isinstance(value, (int, float)):
+            raise ValueError("must be a date such as 2026-12-31, not a number")
+        if isinstance(value, datetime):
+            raise ValueError("must be a date such as 2026-12-31, without a time")
         return value
 
     @field_validator("end")
@@ -517,21 +526,6 @@ def render_csv(rows: Sequence[Mapping[str, str]]) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write atomically (temp file + os.replace), mode 0600."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 # ---- the job ------------------------------------------------------------------------------
 
 
@@ -562,7 +556,7 @@ async def run(ctx: JobContext) -> None:
     rows = export_rows(evaluation, mfa)
     data = render_csv(rows)
     path = ctx.exports_dir / f"privileged-access-{ctx.now.astimezone(ctx.tz):%Y-%m-%d}.csv"
-    write_private(path, data)
+    write_atomic(path, data)
 
     assignments = inventory.assignments
     summary: dict[str, Any] = {

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agent.files import write_atomic
 from agent.sandbox.builders import TENANT_ID
 
 COLLECTIONS: tuple[str, ...] = (
@@ -176,22 +176,8 @@ class SandboxTenant:
         return tenant
 
     def save(self, path: Path) -> None:
-        """Write atomically: temp file in the same directory, fsync, os.replace (mode 0600)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps(self.to_json(), separators=(",", ":")).encode()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        """Write atomically (temp file, fsync, rename; mode 0600)."""
+        write_atomic(Path(path), json.dumps(self.to_json(), separators=(",", ":")).encode())
 
     @classmethod
     def load(cls, path: Path, *, now: datetime | None = None) -> SandboxTenant:
@@ -200,17 +186,3 @@ class SandboxTenant:
         if not isinstance(data, dict):
             raise ValueError(f"{path}: not a sandbox tenant file")
         return cls.from_json(data, now=now)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable (best effort: not every platform can open a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
