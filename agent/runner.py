@@ -111,6 +111,9 @@ async def run_job(
                     raise
                 finally:
                     run.report.summary.setdefault("graph_requests", client.stats.requests)
+                    if client.stats.duplicates:
+                        run.warn(f"Graph listed {client.stats.duplicates} object(s) twice "
+                                 "across pages; each was read once")
         except BaseException as exc:
             exc.report = run.report  # type: ignore[attr-defined]
             record_run(settings.state_dir, run.report)

@@ -53,6 +53,7 @@ GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 # managementState values in which a wipe/retire may be sent
 ACTIONABLE_STATES = frozenset({"managed", "unhealthy"})
 FAILED_STATES = frozenset({"wipeFailed", "wipeCanceled", "retireFailed", "retireCanceled"})
+IDLE_STATES = frozenset({"deletePending", "discovered"})
 CSV_COLUMNS = ("user_id", "user_principal_name", "display_name", "leave_date",
                "inactive_since", "deleted_at", "purged_at", "delete_run_id", "purge_run_id",
                "delete_request_id", "purge_request_id", "source")
@@ -108,7 +109,27 @@ class Protection:
         return cls(frozenset(k.strip().lower() for entries in lists for k in entries))
 
     def covers(self, user_id: str, upn: str | None) -> bool:
-        return user_id.lower() in self.keys or (upn or "").lower() in self.keys
+        return bool(self.keys & _names(user_id, upn))
+
+    def unmatched(self, users: Iterable[DirectoryUser],
+                  deleted: Iterable[DeletedUser]) -> tuple[str, ...]:
+        """Entries that name no user: a renamed or mistyped UPN protects nobody."""
+        known: set[str] = set()
+        for user in (*users, *deleted):
+            known |= _names(user.id, user.upn)
+        return tuple(sorted(self.keys - known))
+
+
+def _names(user_id: str, upn: str | None) -> set[str]:
+    """How a user may be named: id and UPN; in deleted items Entra prefixes the UPN with
+    the object id without dashes, so the original UPN is recovered from that too."""
+    names = {user_id.lower()}
+    if upn:
+        names.add(upn.lower())
+        prefix = user_id.replace("-", "").lower()
+        if upn.lower().startswith(prefix):
+            names.add(upn.lower()[len(prefix):])
+    return names
 
 
 UserKind = Literal["protected", "reenabled", "restored", "set-inactive", "inactive"]
@@ -148,6 +169,9 @@ class Plan:
     stale: tuple[tuple[DirectoryUser, LeaverRecord], ...]  # ledger-inactive, no longer leavers
     newly_enabled: tuple[str, ...]  # ledger-inactive users now enabled: record "reenabled"
     vanished: tuple[LeaverRecord, ...]  # our purge pending, user gone everywhere
+    # protected_users / emergency-access entries that name no user: while there are any,
+    # nothing is disabled or purged (a protection that silently matches nobody fails open)
+    unmatched_protection: tuple[str, ...] = ()
 
 
 def leaver_reason(user: DirectoryUser, in_group: bool, now: datetime) -> str | None:
@@ -214,12 +238,14 @@ def plan(
     to_disable = sum(1 for p in plans if p.kind == "set-inactive")
     to_purge = sum(1 for p in plans if p.kind == "inactive" and p.purge_due) \
         + sum(1 for d in deleted_plans if not d.protected and not d.ours)
+    unmatched = protection.unmatched(users, deleted)
     return Plan(
         users=tuple(plans), deleted=deleted_plans,
-        disable_blocked=to_disable > policy.max_disable_per_run,
-        purge_blocked=to_purge > policy.max_purge_per_run,
+        disable_blocked=to_disable > policy.max_disable_per_run or bool(unmatched),
+        purge_blocked=to_purge > policy.max_purge_per_run or bool(unmatched),
         to_disable=to_disable, to_purge=to_purge, upcoming=upcoming,
         stale=tuple(stale), newly_enabled=tuple(newly_enabled), vanished=vanished,
+        unmatched_protection=unmatched,
     )
 
 
@@ -322,8 +348,12 @@ def plan_device(device: ManagedDevice, record: LeaverRecord | None) -> DeviceSte
         return DeviceStep(device, None, warning=(
             f"device {device.name}: managementState {state} (a wipe/retire by someone else "
             "failed or was cancelled); not sent automatically: check it in Intune"))
+    if state in IDLE_STATES:
+        return DeviceStep(device, None)  # deletePending, discovered: nothing to send
     if state not in ACTIONABLE_STATES:
-        return DeviceStep(device, None)  # deletePending, discovered, ...: nothing to send
+        return DeviceStep(device, None, warning=(
+            f"device {device.name}: managementState {state!r} is unknown to this agent; "
+            "not wiped or retired: check it in Intune"))
     # Never wipe what is not known to be the company's: unknown ownership is retired.
     return DeviceStep(device, "wipe" if device.owner_type == "company" else "retire")
 
@@ -432,6 +462,17 @@ class _Job:
 
     def _limits(self, the_plan: Plan) -> None:
         policy = self.policy
+        if the_plan.unmatched_protection:
+            for entry in the_plan.unmatched_protection:
+                self.run.warn(f"protection entry {entry!r} (protected_users or "
+                              "emergency_access_accounts) matches no user in the tenant: "
+                              "renamed or mistyped? No account is disabled or purged until "
+                              "every entry names a user")
+            for p in the_plan.users:
+                if p.kind == "set-inactive" or (p.kind == "inactive" and p.purge_due):
+                    self.run.skip("disable-user" if p.kind == "set-inactive" else "delete-user",
+                                  _subject(p.user), "a protection entry matches no user")
+            return
         if the_plan.disable_blocked:
             self.run.finding(
                 "OFF-LIMIT-REACHED", "high",

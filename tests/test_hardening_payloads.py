@@ -17,6 +17,7 @@ import copy
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ from tests.helpers_hardening import (
     run_job_over,
     sandbox_transport,
 )
+
+DAY = timedelta(days=1)
 
 
 @pytest.fixture(autouse=True)
@@ -129,6 +132,10 @@ async def test_active_users_counts_a_user_listed_twice_once(tmp_path: Path) -> N
     assert any("twice" in w or "duplicate" in w for w in twice.warnings), twice.warnings
 
 
+@pytest.mark.xfail(strict=True, reason="defect: a leaver Graph lists twice is planned twice: "
+                   "disable-user and revoke-sessions are sent twice and counted twice against "
+                   "max_disable_per_run (jobs/offboarding.py plan / agent/graph/lifecycle.py "
+                   "list_users: no de-duplication by id)")
 async def test_offboarding_disables_a_leaver_listed_twice_once(tmp_path: Path) -> None:
     duplicate = Duplicator("/users",
                            lambda u: u.get("userPrincipalName") == leavers.LARS)
@@ -158,6 +165,9 @@ async def test_device_compliance_with_a_device_listed_twice(tmp_path: Path) -> N
         assert subjects(twice, "DEV-NONCOMPLIANT")["LT-IVO"] == 1
 
 
+@pytest.mark.xfail(strict=True, reason="defect: an assignment instance Graph lists twice is "
+                   "counted twice in the summary (eligible 20 instead of 10) "
+                   "(agent/graph/roles.py fetch_inventory: no de-duplication by id)")
 async def test_privileged_roles_with_an_assignment_listed_twice(tmp_path: Path) -> None:
     path = "/roleManagement/directory/roleEligibilityScheduleInstances"
     clean = await run(tmp_path / "clean", "privileged-roles")
@@ -212,8 +222,11 @@ async def test_null_or_missing_properties_never_crash_a_job(tmp_path: Path, job:
     assert report.status in ("ok", "partial", "failed"), report.status
     if report.status == "failed":
         assert report.error, "a failed run says why"
-    # an empty user changes nothing in the tenant: no leave date is no leaver
-    assert not [a for a in report.actions if a.status == "done"], report.actions
+    # without accountEnabled and a leave date nobody may be deleted (leave-group members,
+    # whose membership is intact, may still be disabled: that is the group's meaning)
+    destructive = [a for a in report.actions if a.status == "done"
+                   and a.action in ("delete-user", "purge-user", "wipe-device")]
+    assert destructive == [], destructive
 
 
 def drop(path: str, keys: tuple[str, ...], pick: Callable[[dict[str, Any]], bool],
@@ -348,15 +361,85 @@ async def test_an_unknown_principal_type_in_a_role_assignment(tmp_path: Path) ->
 
 # ---- users without a userPrincipalName -----------------------------------------------------------
 
-@pytest.mark.parametrize("job", JOB_IDS)
+@pytest.mark.parametrize("job", ["active-users", "device-compliance", "privileged-roles"])
 async def test_users_without_upn(tmp_path: Path, job: str) -> None:
-    clean = await run(tmp_path / "clean", job, offboarding={"mode": "enforce"})
+    """No UPN anywhere: the jobs work on ids. Only what the configuration names by UPN can
+    no longer match, and the run says so."""
+    clean = await run(tmp_path / "clean", job)
     report = await run(tmp_path / "odd", job,
-                       drop("/users", ("userPrincipalName",), lambda u: True),
-                       offboarding={"mode": "enforce"})
+                       drop("/users", ("userPrincipalName",), lambda u: True))
     assert report.status == clean.status, report.error
     if job == "active-users":
-        assert report.summary["active"] == clean.summary["active"]
-    if job == "offboarding":
-        made = Counter(a.action for a in report.actions if a.status == "done")
-        assert made == Counter(a.action for a in clean.actions if a.status == "done")
+        by_upn = [u for u in demo_config_excluded() if "@" in u]
+        assert report.summary["active"] == clean.summary["active"] + len(by_upn)
+        for entry in by_upn:
+            assert any(entry in w and "matches no user" in w for w in report.warnings)
+
+
+def demo_config_excluded() -> list[str]:
+    from agent.sandbox import DEMO_POLICY
+
+    return list(DEMO_POLICY["active_users"]["exclude_users"])
+
+
+def renamed(upn: str, new: str) -> Mutate:
+    return drop("/users", ("userPrincipalName",),
+                lambda u: u.get("userPrincipalName") == upn, value=new)
+
+
+@pytest.mark.xfail(strict=True, reason="defect: a protected_users entry that matches no user "
+                   "(the UPN was renamed, or mistyped) is silently ignored: the protected "
+                   "leaver is disabled, and no warning says the protection matched nobody "
+                   "(jobs/offboarding.py: Protection is never checked against the tenant)")
+async def test_a_protected_leaver_whose_upn_was_renamed_is_not_silently_offboarded(
+        tmp_path: Path) -> None:
+    report = await run(tmp_path, "offboarding",
+                       renamed(leavers.PETRA, "petra.jansen@contoso.nl"),
+                       offboarding={"mode": "enforce"})
+    touched = [a for a in report.actions if a.status == "done"
+               and a.target["name"] == "petra.jansen@contoso.nl"]
+    warned = any(leavers.PETRA in w and "no user" in w for w in report.warnings)
+    assert warned, report.warnings
+    assert touched == [], "protection by a UPN that no longer exists must not fail open"
+
+
+def entra_deleted_upn(path: str, number: int, body: dict[str, Any]) -> dict[str, Any] | None:
+    """Real Entra ID renames a soft-deleted user to `<object id without dashes><UPN>`
+    (the sandbox keeps the UPN): the UPN is free for a new account meanwhile."""
+    if not path.startswith("/directory/deletedItems"):
+        return None
+    for user in items(body):
+        upn = user.get("userPrincipalName")
+        if isinstance(upn, str) and "@" in upn:
+            user["userPrincipalName"] = str(user["id"]).replace("-", "") + upn
+    return body
+
+
+@pytest.mark.xfail(strict=True, reason="defect: a protected user deleted by someone else is "
+                   "purged for good: in deleted items Entra prefixes the UPN with the object "
+                   "id, so protected_users (by UPN) no longer matches (jobs/offboarding.py "
+                   "_deleted_plans; the sandbox does not model the rename either: "
+                   "agent/sandbox/handlers.py delete_user)")
+async def test_a_protected_user_in_deleted_items_is_never_purged(tmp_path: Path) -> None:
+    from agent.sandbox import builders as b
+
+    tenant = demo_tenant()
+    upn = f"karel.beschermd@{b.DOMAIN}"
+    deleted = b.user(upn, "Karel Beschermd", leave=tenant.now - 200 * DAY, enabled=False)
+    tenant.add("deletedItems", {**deleted, "@odata.type": "#microsoft.graph.user",
+                                "deletedDateTime": b.iso(tenant.now - 2 * DAY)})
+    protected = [leavers.PETRA, upn]
+    report = await run(tmp_path, "offboarding", entra_deleted_upn, tenant=tenant,
+                       offboarding={"mode": "enforce", "protected_users": protected})
+    purged = [a for a in report.actions if a.action == "purge-user" and a.status == "done"
+              and a.target["id"] == deleted["id"]]
+    assert purged == [], "a protected user was purged"
+
+
+async def test_deleted_items_with_entra_style_upns_are_still_completed(tmp_path: Path) -> None:
+    """The same rename for the demo's own half-done purge: it is still completed (by id)."""
+    clean = await run(tmp_path / "clean", "offboarding", offboarding={"mode": "enforce"})
+    report = await run(tmp_path / "odd", "offboarding", entra_deleted_upn,
+                       offboarding={"mode": "enforce"})
+    done = Counter(a.action for a in report.actions if a.status == "done")
+    assert done == Counter(a.action for a in clean.actions if a.status == "done")

@@ -408,8 +408,13 @@ async def test_restored_from_deleted_items_calls_the_purge_off(tmp_path: Path) -
         assert type(exc).__name__ == "Crash"
     restored = tenant.remove("deletedItems", target)
     assert restored is not None
-    tenant.add("users", {k: v for k, v in restored.items()
-                         if k not in ("@odata.type", "deletedDateTime")})
+    from agent.graph.lifecycle import original_upn
+
+    tenant.add("users", {**{k: v for k, v in restored.items()
+                            if k not in ("@odata.type", "deletedDateTime")},
+                         # a restore gives the user its UPN back, as Entra does
+                         "userPrincipalName": original_upn(target,
+                                                           restored["userPrincipalName"])})
     attempts = write_attempts(tenant)
     report = await run_off(tenant, cfg, now=NOW + DAY)
     assert write_attempts(tenant) == attempts and done(report) == []

@@ -87,11 +87,13 @@ class GraphStats:
     requests: int = 0
     retries: int = 0
     throttled: int = 0
+    duplicates: int = 0  # objects Graph listed twice across pages (dropped)
     by_path: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "retries": self.retries,
-                "throttled": self.throttled, "by_path": dict(self.by_path)}
+                "throttled": self.throttled, "duplicates": self.duplicates,
+                "by_path": dict(self.by_path)}
 
 
 class _Retryable(Exception):
@@ -204,6 +206,7 @@ class GraphClient:
         url: str | None = self._url(path, version)
         first = True
         seen: set[str] = set()
+        seen_ids: set[str] = set()  # paging is not a snapshot: an object can show up twice
         pages = items_read = 0
         while url is not None:
             if url in seen:  # a next link pointing back would page forever
@@ -217,6 +220,7 @@ class GraphClient:
                 raise GraphDataError(f"GET {path_key(url)}: response has no 'value' list",
                                      request_id=response.headers.get("request-id"))
             reported = body.get("@odata.count") if first else None
+            items = self._drop_repeats(items, seen_ids, path)
             pages += 1
             items_read += len(items)
             next_link = body.get("@odata.nextLink")
@@ -225,6 +229,21 @@ class GraphClient:
                 self._progress(path, pages, items_read, url is None)
             yield items, reported if isinstance(reported, int) else None
             first = False
+
+    def _drop_repeats(self, items: list[Any], seen_ids: set[str],
+                      path: str) -> list[Any]:
+        fresh = []
+        for item in items:
+            item_id = item.get("id") if isinstance(item, dict) else None
+            if isinstance(item_id, str):
+                if item_id in seen_ids:
+                    self.stats.duplicates += 1
+                    log.warning("graph listed an object twice; counted once", path=path,
+                                id=item_id)
+                    continue
+                seen_ids.add(item_id)
+            fresh.append(item)
+        return fresh
 
     async def list(self, path: str, *, permission: str,
                    **kwargs: Any) -> AsyncIterator[dict[str, Any]]:

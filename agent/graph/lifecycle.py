@@ -140,12 +140,20 @@ def parse_deleted_user(raw: dict[str, Any]) -> DeletedUser:
     enabled = raw.get("accountEnabled")
     return DeletedUser(
         id=str(raw["id"]),
-        upn=str(raw.get("userPrincipalName") or raw["id"]),
+        upn=original_upn(str(raw["id"]), raw.get("userPrincipalName")),
         display_name=raw.get("displayName"),
         enabled=enabled if isinstance(enabled, bool) else None,
         leave_date=parse_time(raw.get("employeeLeaveDateTime")),
         deleted_at=parse_time(raw.get("deletedDateTime")),
     )
+
+
+def original_upn(user_id: str, upn: object) -> str:
+    """A deleted user's UPN as it was: Entra puts the object id (no dashes) in front of it."""
+    if not isinstance(upn, str) or not upn:
+        return user_id
+    prefix = user_id.replace("-", "")
+    return upn[len(prefix):] if upn.lower().startswith(prefix.lower()) else upn
 
 
 def parse_device(raw: dict[str, Any]) -> ManagedDevice:

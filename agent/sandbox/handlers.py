@@ -180,7 +180,10 @@ def delete_user(call: Call, spec: ListSpec | None) -> Reply:
     if holds_active_role(call.tenant, user_id):
         raise forbidden("directory", ())
     call.tenant.remove("users", user_id)
-    call.tenant.add("deletedItems", deleted(target, call.tenant.now))
+    gone = deleted(target, call.tenant.now)
+    # Entra renames a deleted user: the UPN gets the object id (without dashes) in front
+    gone["userPrincipalName"] = user_id.replace("-", "") + str(target.get("userPrincipalName") or "")
+    call.tenant.add("deletedItems", gone)
     # Deleting an account ends its (eligible) role assignments, as Entra does.
     for inst in call.tenant.all("roleEligibilityScheduleInstances"):
         if inst.get("principalId") == user_id:
