@@ -115,8 +115,10 @@ class Protection:
                   deleted: Iterable[DeletedUser]) -> tuple[str, ...]:
         """Entries that name no user: a renamed or mistyped UPN protects nobody."""
         known: set[str] = set()
-        for user in (*users, *deleted):
+        for user in users:
             known |= _names(user.id, user.upn)
+        for gone in deleted:
+            known |= _names(gone.id, gone.upn)
         return tuple(sorted(self.keys - known))
 
 

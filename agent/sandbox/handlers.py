@@ -182,7 +182,8 @@ def delete_user(call: Call, spec: ListSpec | None) -> Reply:
     call.tenant.remove("users", user_id)
     gone = deleted(target, call.tenant.now)
     # Entra renames a deleted user: the UPN gets the object id (without dashes) in front
-    gone["userPrincipalName"] = user_id.replace("-", "") + str(target.get("userPrincipalName") or "")
+    original = str(target.get("userPrincipalName") or "")
+    gone["userPrincipalName"] = user_id.replace("-", "") + original
     call.tenant.add("deletedItems", gone)
     # Deleting an account ends its (eligible) role assignments, as Entra does.
     for inst in call.tenant.all("roleEligibilityScheduleInstances"):
