@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.files import write_atomic
+from agent.files import make_private_dirs, write_atomic
 
 GENESIS = "0" * 64
 
@@ -54,7 +54,7 @@ class AuditLog:
 
     def append(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Chain, write, flush and fsync one entry; return it as written."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dirs(self.path.parent)
         with _locked(self.lock_path):
             seq, prev = self._last()
             record = {"seq": seq + 1, "ts": entry.pop("ts", None) or utc_now_iso(), **entry,

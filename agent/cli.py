@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from agent.logs import configure
+    from agent.logs import configure, redact_text
 
     # the demo prints its own summary; its per-change log lines would drown it on a terminal
     quiet = args.command == "demo" and not args.verbose
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except DapError as exc:
-        print(f"dap-agent: error: {exc}", file=sys.stderr)
+        print(f"dap-agent: error: {redact_text(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("dap-agent: interrupted", file=sys.stderr)
@@ -99,15 +99,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        print(f"dap-agent: internal error: {type(exc).__name__}: {exc} "
+        print(f"dap-agent: internal error: {type(exc).__name__}: {redact_text(str(exc))} "
               "(run again with --debug for the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from agent.logs import remember_secret
     from agent.settings import config_path, load_settings
 
-    return load_settings(config_path(args.config))
+    settings = load_settings(config_path(args.config))
+    if settings.client_secret is not None:
+        remember_secret(settings.client_secret.get_secret_value())
+    return settings
 
 
 # ---- commands ------------------------------------------------------------------------------

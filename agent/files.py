@@ -17,7 +17,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     The temporary file is `.<name>.<pid>.<random>.tmp`: a process killed before its rename
     leaves it behind, and `remove_stale_temporaries` knows it by the dead pid.
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
                                dir=path.parent)
     try:
@@ -31,6 +31,18 @@ def write_atomic(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
+
+
+def make_private_dirs(directory: Path) -> None:
+    """mkdir -p where every directory created is 0700 (mkdir's mode covers only the last)."""
+    missing = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        path.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)  # the umask may have taken bits away, never added: be exact
 
 
 def fsync_directory(directory: Path) -> None:

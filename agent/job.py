@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from agent.files import make_private_dirs
 from agent.graph.client import GraphClient
 from agent.run import Run
 
@@ -68,7 +69,7 @@ class JobContext:
     @property
     def exports_dir(self) -> Path:
         path = self.state_dir / "exports"
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dirs(path)
         return path
 
 

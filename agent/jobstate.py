@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agent.files import write_atomic
+from agent.files import make_private_dirs, write_atomic
 from agent.run import RunReport, iso_z
 
 if TYPE_CHECKING:
@@ -206,7 +206,7 @@ def _local(moment: datetime, tz: Any) -> str:
 def _updating(state_dir: Path, job_id: str) -> Iterator[JobState]:
     """Read-modify-write under a lock: the runner (CLI or daemon) and the daemon both write."""
     lock = state_dir / "locks" / f"{job_id}.state.lock"
-    lock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dirs(lock.parent)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import DapError
+from agent.files import make_private_dirs
 
 EVENTS = ("inactive", "revoked", "device", "reenabled", "purge-started", "purge-failed",
           "deleted", "purged")
@@ -228,7 +229,7 @@ class Ledger:
         self._fold(entry)
 
     def _append(self, line: bytes) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dirs(self.path.parent)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             if self._cut_at is not None:

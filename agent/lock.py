@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from agent.errors import LockBusyError
+from agent.files import make_private_dirs
 
 log = structlog.get_logger("agent.lock")
 
@@ -41,7 +42,7 @@ def job_lock(state_dir: Path, job_id: str, *, wait: bool) -> Iterator[Path]:
     the thread, so the daemon never waits here; it retries later instead).
     """
     path = lock_path(state_dir, job_id)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dirs(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:

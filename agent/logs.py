@@ -19,11 +19,25 @@ SECRET_KEYS = re.compile(r"secret|password|token|authorization|assertion|private
 # a JWT, or a Bearer header value, anywhere in a string
 SECRET_VALUES = re.compile(r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]*|Bearer\s+\S+", re.IGNORECASE)
 REDACTED = "[redacted]"
+# the configured secret values themselves: whatever echoes one (an authority's error page,
+# a proxy) is scrubbed before it is printed or logged
+_KNOWN_SECRETS: set[str] = set()
+
+
+def remember_secret(value: str) -> None:
+    if len(value) >= 6:  # shorter strings would redact ordinary words
+        _KNOWN_SECRETS.add(value)
+
+
+def redact_text(text: str) -> str:
+    for secret in _KNOWN_SECRETS:
+        text = text.replace(secret, REDACTED)
+    return SECRET_VALUES.sub(REDACTED, text)
 
 
 def redact_value(value: Any) -> Any:
     if isinstance(value, str):
-        return SECRET_VALUES.sub(REDACTED, value)
+        return redact_text(value)
     if isinstance(value, dict):
         return {k: (REDACTED if SECRET_KEYS.search(str(k)) else redact_value(v))
                 for k, v in value.items()}

@@ -16,6 +16,7 @@ import structlog
 
 from agent.audit import AuditLog
 from agent.errors import RunInterrupted, UsageError
+from agent.files import make_private_dirs
 from agent.graph.client import GraphClient
 from agent.graph.connect import build_graph_client
 from agent.job import JobContext, JobSpec
@@ -47,7 +48,7 @@ def agent_now(settings: Settings) -> datetime:
 
 def ensure_state_dir(settings: Settings) -> None:
     try:
-        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dirs(settings.state_dir)
         os.chmod(settings.state_dir, 0o700)
     except OSError as exc:
         raise UsageError(f"state_dir: cannot create or use {settings.state_dir}: "

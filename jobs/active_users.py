@@ -542,6 +542,7 @@ def export_month(state_dir: Path, month: str, fmt: str = "csv",
     target = canonical if output is None else Path(output)
     if target.is_dir():
         target = target / export_name(month, fmt)
+    _refuse_state_files(state_dir, target, canonical)
     delivered_file = snapshot["delivered"] and fmt == "csv" and _same_file(target, canonical)
     if delivered_file and target.exists():
         current = target.read_bytes()
@@ -558,6 +559,17 @@ def export_month(state_dir: Path, month: str, fmt: str = "csv",
 
 def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
+
+
+def _refuse_state_files(state_dir: Path, target: Path, canonical: Path) -> None:
+    """`--output` may write anywhere but over the agent's own records: inside the state
+    directory only the month's own export in that format (snapshots, the delivered CSV
+    under another format, the audit log, ... are what make the month reproducible)."""
+    state = state_dir.resolve()
+    resolved = target.resolve()
+    if resolved != canonical.resolve() and (resolved == state or state in resolved.parents):
+        raise UsageError(f"--output {target}: inside the state directory {state_dir} only "
+                         f"{canonical.name} may be written; choose a path outside it")
 
 
 def _snapshot(ctx: JobContext, month: str, rows: Sequence[Row], rules: Rules,

@@ -186,8 +186,8 @@ async def run_job_over(transport: httpx.AsyncBaseTransport, settings: Any, job_i
     graph, tokens = graph_client(transport, sleep=sleep, retry=retry)
     async with graph:
         try:
-            report = await run_job(settings, job_id, dry_run=dry_run, final=final, now=now,
-                                   graph=graph)
+            report: Any = await run_job(settings, job_id, dry_run=dry_run, final=final,
+                                        now=now, graph=graph)
         except DapError as exc:
             report = getattr(exc, "report", None)
             if report is None:
@@ -225,7 +225,7 @@ def normalise(report: Any, root: Path) -> dict[str, Any]:
 
 def tenant_state(tenant: Any) -> dict[str, list[Any]]:
     """The tenant's objects, comparable between two tenants built the same way."""
-    return {name: sorted((json.dumps(o, sort_keys=True) for o in objs.values()))
+    return {name: sorted(json.dumps(o, sort_keys=True) for o in objs.values())
             for name, objs in tenant.collections.items()}
 
 
@@ -443,10 +443,10 @@ def _run_child(request: Mapping[str, Any]) -> int:
 
 def _fork_server() -> int:
     """Serve one JSON request per stdin line: fork, run it, answer {"code": N}."""
-    import agent.cli  # noqa: F401 - everything a run imports, once
+    import agent.cli
     import agent.graph.connect
-    import agent.runner  # noqa: F401
-    import agent.sandbox  # noqa: F401
+    import agent.runner
+    import agent.sandbox
     import jobs  # noqa: F401
 
     agent.graph.connect._with_sdk_middleware(httpx.AsyncClient())  # the SDK's imports

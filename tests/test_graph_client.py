@@ -285,3 +285,29 @@ async def test_long_scans_report_progress_per_page() -> None:
         await graph.collect("/users", permission="User.Read.All")
     assert calls == [("/users", 1, 1, False), ("/users", 2, 2, True)]
     assert stream.getvalue().endswith("reading /users: 2 items, 2 pages\x1b[K\n")
+
+
+@respx.mock
+async def test_a_next_link_to_another_host_is_not_followed_with_our_token() -> None:
+    evil = respx.get(url__startswith="https://evil.example").mock(
+        return_value=httpx.Response(200, json={"value": []}))
+    respx.get(GRAPH + "/v1.0/users").mock(return_value=httpx.Response(
+        200, json={"value": [{"id": "1"}],
+                   "@odata.nextLink": "https://evil.example/v1.0/users?$skiptoken=x"}))
+    async with client(RecordingSleep()) as graph:
+        with pytest.raises(GraphDataError, match="another host"):
+            await graph.collect("/users", permission="User.Read.All")
+    assert not evil.called
+
+
+@respx.mock
+async def test_an_object_listed_twice_across_pages_is_yielded_once() -> None:
+    link = GRAPH + "/v1.0/users?$skiptoken=p2"
+    respx.get(link).mock(return_value=httpx.Response(
+        200, json={"value": [{"id": "2"}, {"id": "3"}]}))
+    respx.get(GRAPH + "/v1.0/users").mock(return_value=httpx.Response(
+        200, json={"value": [{"id": "1"}, {"id": "2"}], "@odata.nextLink": link}))
+    async with client(RecordingSleep()) as graph:
+        result = await graph.collect("/users", permission="User.Read.All")
+    assert [u["id"] for u in result.items] == ["1", "2", "3"]
+    assert graph.stats.duplicates == 1

@@ -445,9 +445,6 @@ def test_active_users_delivery_mail_is_sent_once(
     assert broken(cases, check) == []
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a run killed after the delivered snapshot "
-                   "was written, before its `month-delivered` audit entry, leaves a delivered "
-                   "month the audit log never records (jobs/active_users.py run)")
 def test_active_users_delivery_is_audited_once(
         active_users: tuple[Baseline, dict[str, Case]]) -> None:
     _, cases = active_users
@@ -469,7 +466,5 @@ def test_active_users_leaves_no_stray_temporary_files(
         stray = [p.name for p in (case.state / "exports").iterdir() if p.name.startswith(".")]
         return f"left behind: {stray}" if stray else ""
 
-    problems = broken(cases, check)
-    if problems:
-        pytest.xfail("defect (minor): " + "; ".join(problems))
+    assert broken(cases, check) == []
 

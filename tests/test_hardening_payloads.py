@@ -117,9 +117,6 @@ def counted_user(user: dict[str, Any]) -> bool:
         and user.get("userType") == "Member"
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a user Graph lists twice (on two pages) is "
-                   "counted twice: the invoiced active-user count goes up by one and the "
-                   "export has the row twice (jobs/active_users.py run: no de-duplication by id)")
 async def test_active_users_counts_a_user_listed_twice_once(tmp_path: Path) -> None:
     clean = await run(tmp_path / "clean", "active-users", tenant=paged_tenant())
     duplicate = Duplicator("/users", counted_user)
@@ -132,10 +129,6 @@ async def test_active_users_counts_a_user_listed_twice_once(tmp_path: Path) -> N
     assert any("twice" in w or "duplicate" in w for w in twice.warnings), twice.warnings
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a leaver Graph lists twice is planned twice: "
-                   "disable-user and revoke-sessions are sent twice and counted twice against "
-                   "max_disable_per_run (jobs/offboarding.py plan / agent/graph/lifecycle.py "
-                   "list_users: no de-duplication by id)")
 async def test_offboarding_disables_a_leaver_listed_twice_once(tmp_path: Path) -> None:
     duplicate = Duplicator("/users",
                            lambda u: u.get("userPrincipalName") == leavers.LARS)
@@ -165,9 +158,6 @@ async def test_device_compliance_with_a_device_listed_twice(tmp_path: Path) -> N
         assert subjects(twice, "DEV-NONCOMPLIANT")["LT-IVO"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="defect: an assignment instance Graph lists twice is "
-                   "counted twice in the summary (eligible 20 instead of 10) "
-                   "(agent/graph/roles.py fetch_inventory: no de-duplication by id)")
 async def test_privileged_roles_with_an_assignment_listed_twice(tmp_path: Path) -> None:
     path = "/roleManagement/directory/roleEligibilityScheduleInstances"
     clean = await run(tmp_path / "clean", "privileged-roles")
@@ -305,10 +295,6 @@ async def test_an_unknown_owner_type_is_retired_never_wiped(tmp_path: Path) -> N
     assert ("wipe-device", "LT-LARS") not in done
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a leaver's device in a managementState the "
-                   "job does not know (Graph added one) gets no wipe/retire and no word in the "
-                   "report: it looks handled (jobs/offboarding.py plan_device returns "
-                   "DeviceStep(device, None) without a warning)")
 async def test_a_leavers_device_in_an_unknown_management_state_is_reported(
         tmp_path: Path) -> None:
     report = await run(tmp_path, "offboarding",
@@ -387,10 +373,6 @@ def renamed(upn: str, new: str) -> Mutate:
                 lambda u: u.get("userPrincipalName") == upn, value=new)
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a protected_users entry that matches no user "
-                   "(the UPN was renamed, or mistyped) is silently ignored: the protected "
-                   "leaver is disabled, and no warning says the protection matched nobody "
-                   "(jobs/offboarding.py: Protection is never checked against the tenant)")
 async def test_a_protected_leaver_whose_upn_was_renamed_is_not_silently_offboarded(
         tmp_path: Path) -> None:
     report = await run(tmp_path, "offboarding",
@@ -415,11 +397,6 @@ def entra_deleted_upn(path: str, number: int, body: dict[str, Any]) -> dict[str,
     return body
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a protected user deleted by someone else is "
-                   "purged for good: in deleted items Entra prefixes the UPN with the object "
-                   "id, so protected_users (by UPN) no longer matches (jobs/offboarding.py "
-                   "_deleted_plans; the sandbox does not model the rename either: "
-                   "agent/sandbox/handlers.py delete_user)")
 async def test_a_protected_user_in_deleted_items_is_never_purged(tmp_path: Path) -> None:
     from agent.sandbox import builders as b
 

@@ -199,7 +199,7 @@ class TokenEndpoint:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 endpoint.requests.append(("GET", self.path))
                 base = f"https://127.0.0.1:{endpoint.port}/{TENANT_ID}"
                 if self.path.endswith("/.well-known/openid-configuration"):
@@ -212,7 +212,7 @@ class TokenEndpoint:
                 else:
                     self._json(404, {"error": "not_found"})
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 form = parse_qs(self.rfile.read(length).decode())
                 endpoint.requests.append(("POST", self.path))
@@ -409,7 +409,7 @@ def test_export_refuses_to_overwrite_a_delivered_export_that_was_changed(
 
 def test_export_refuses_a_symlink_to_the_delivered_export(
         delivered: tuple[Path, Path, bytes], tmp_path: Path) -> None:
-    config, export, data = delivered
+    config, export, _ = delivered
     export.write_bytes(b"changed after delivery\r\n")
     link = tmp_path / "link.csv"
     link.symlink_to(export)

@@ -225,6 +225,10 @@ class GraphClient:
             items_read += len(items)
             next_link = body.get("@odata.nextLink")
             url = next_link if isinstance(next_link, str) and next_link else None
+            if url is not None and urlsplit(url).netloc != urlsplit(self.graph_url).netloc:
+                # our bearer token goes with every request: never to a host we weren't given
+                raise GraphDataError(f"GET {path}: @odata.nextLink points to another host "
+                                     f"({urlsplit(url).netloc}); not followed")
             if self._progress is not None:
                 self._progress(path, pages, items_read, url is None)
             yield items, reported if isinstance(reported, int) else None

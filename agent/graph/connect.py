@@ -6,14 +6,15 @@ costs most of a second, and `dap-agent --help` or `config check` must not pay fo
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import ssl
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -71,19 +72,25 @@ def _tls_context() -> ssl.SSLContext:
 
 
 class AzureTokenSource:
-    """App-only tokens from azure-identity: certificate preferred, client secret otherwise."""
+    """App-only tokens from azure-identity: certificate preferred, client secret otherwise.
+
+    Tokens are only ever sent to the configured Graph host (msgraph-core's provider would
+    refuse a non-Microsoft host silently). azure-identity's credential is synchronous: it is
+    called in a worker thread so a token request never stalls the daemon's other jobs, and
+    the token is reused until five minutes before it expires.
+    """
+
+    REFRESH_MARGIN = 300  # seconds
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._provider: Any = None
         self._credential: Any = None
-        self._graph_url = settings.graph_url
+        self._scope = f"{settings.graph_url}/.default"
+        self._token: str | None = None
+        self._expires_on = 0
 
-    def _build(self) -> None:
+    def _build(self) -> Any:
         from azure.identity import CertificateCredential, ClientSecretCredential
-        from kiota_authentication_azure.azure_identity_access_token_provider import (
-            AzureIdentityAccessTokenProvider,
-        )
 
         s = self._settings
         options: dict[str, Any] = {"authority": s.authority_host}
@@ -91,43 +98,40 @@ class AzureTokenSource:
             # otherwise MSAL asks login.microsoftonline.com for instance discovery first
             options["disable_instance_discovery"] = True
         if s.client_certificate_path is not None:
-            self._credential = CertificateCredential(
-                s.tenant_id, s.client_id, certificate_path=str(s.client_certificate_path),
-                **options)
-        elif s.client_secret is not None:
-            self._credential = ClientSecretCredential(
-                s.tenant_id, s.client_id, s.client_secret.get_secret_value(), **options)
-        else:  # settings validation prevents this
-            raise UsageError("no credential configured")
-        host = urlsplit(self._graph_url).hostname or ""
-        # msgraph-core's provider only sends tokens to Microsoft's own hosts: allow ours.
-        self._provider = AzureIdentityAccessTokenProvider(
-            self._credential, None, scopes=[f"{self._graph_url}/.default"], allowed_hosts=[host])
+            return CertificateCredential(s.tenant_id, s.client_id,
+                                         certificate_path=str(s.client_certificate_path),
+                                         **options)
+        if s.client_secret is not None:
+            return ClientSecretCredential(s.tenant_id, s.client_id,
+                                          s.client_secret.get_secret_value(), **options)
+        raise UsageError("no credential configured")  # settings validation prevents this
 
     async def token(self, *, refresh: bool = False) -> str:
         from azure.core.exceptions import AzureError
 
-        if refresh or self._provider is None:
+        if not refresh and self._token and time.time() < self._expires_on - self.REFRESH_MARGIN:
+            return self._token
+        if refresh or self._credential is None:
             await self.close()
-            self._build()  # a fresh credential has an empty cache: the next token is new
+            self._credential = self._build()  # a fresh credential: an empty token cache
         try:
-            token: str = await self._provider.get_authorization_token(self._graph_url + "/v1.0/")
+            access = await asyncio.to_thread(self._credential.get_token, self._scope)
         except AzureError as exc:
             raise GraphAuthError(f"cannot get a token from {self._settings.authority_host}: "
                                  f"{_first_line(exc)}") from None
         except (OSError, ValueError) as exc:
             raise GraphAuthError(f"cannot get a token: {type(exc).__name__}: "
                                  f"{_first_line(exc)}") from None
-        if not token:
-            raise GraphAuthError("the token provider returned no token for "
-                                 f"{self._graph_url}")
-        return token
+        if not access.token:
+            raise GraphAuthError(f"no token for {self._scope}")
+        self._token, self._expires_on = access.token, int(access.expires_on)
+        return self._token
 
     async def close(self) -> None:
+        self._token = None
         if self._credential is not None:
             self._credential.close()
             self._credential = None
-            self._provider = None
 
 
 def _first_line(exc: BaseException) -> str:
