@@ -10,7 +10,8 @@ Requests, for a whole tenant:
   schedule instance behind it was made outside PIM;
 - `groups/{id}/transitiveMembers` once per group that holds a role (role-assignable
   groups), so holders through a group are known by name and type;
-- MFA registration per user holder: `reports/authenticationMethods/userRegistrationDetails/{id}`.
+- MFA registration: `reports/authenticationMethods/userRegistrationDetails/{id}` per user
+  holder (up to 100, four at a time), else one paged pass over the whole report.
 `$expand=principal` inlines the principal (user with UPN and userType, group, service
 principal) in the same page, so principals cost no extra requests; only a principal
 Graph could not expand (deleted, or a user without userType) is read on its own.
@@ -19,6 +20,7 @@ Raw Graph JSON is mapped here into small frozen dataclasses; nothing else sees i
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -307,22 +309,45 @@ async def fetch_inventory(graph: GraphClient) -> RoleInventory:
                          members=members)
 
 
+# Up to this many holders: one GET each (a few, concurrently). Beyond it, one paged pass over
+# the whole report is fewer requests than a GET per holder.
+PER_USER_MFA_LIMIT = 100
+MFA_CONCURRENCY = 4
+REGISTRATION_PATH = "/reports/authenticationMethods/userRegistrationDetails"
+
+
 async def mfa_registration(graph: GraphClient, user_ids: Iterable[str]) -> dict[str, bool | None]:
     """isMfaRegistered per user id; None when the report has no row for the user.
 
-    One GET per user: role holders are few, and the report's list endpoint can neither
-    $select nor filter by id, so listing it would read every user of the tenant.
+    The report's list endpoint can neither $select nor filter by id, so it reads every user
+    of the tenant: for a few role holders a GET each is cheaper, for many the list is.
     """
-    result: dict[str, bool | None] = {}
-    for user_id in dict.fromkeys(user_ids):
-        try:
-            raw = await graph.get(f"/reports/authenticationMethods/userRegistrationDetails/"
-                                  f"{user_id}", permission=MFA_PERMISSION)
-        except GraphNotFoundError:
-            result[user_id] = None
-            continue
+    wanted = list(dict.fromkeys(user_ids))
+    if len(wanted) > PER_USER_MFA_LIMIT:
+        return await _mfa_from_report(graph, wanted)
+    gate = asyncio.Semaphore(MFA_CONCURRENCY)
+
+    async def one(user_id: str) -> bool | None:
+        async with gate:
+            try:
+                raw = await graph.get(f"{REGISTRATION_PATH}/{user_id}",
+                                      permission=MFA_PERMISSION)
+            except GraphNotFoundError:
+                return None
         flag = raw.get("isMfaRegistered")
-        result[user_id] = flag if isinstance(flag, bool) else None
+        return flag if isinstance(flag, bool) else None
+
+    flags = await asyncio.gather(*(one(user_id) for user_id in wanted))
+    return dict(zip(wanted, flags, strict=True))
+
+
+async def _mfa_from_report(graph: GraphClient, wanted: list[str]) -> dict[str, bool | None]:
+    result: dict[str, bool | None] = dict.fromkeys(wanted)
+    async for raw in graph.list(REGISTRATION_PATH, permission=MFA_PERMISSION):
+        user_id = raw.get("id")
+        if user_id in result:
+            flag = raw.get("isMfaRegistered")
+            result[user_id] = flag if isinstance(flag, bool) else None
     return result
 
 
