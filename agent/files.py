@@ -6,8 +6,10 @@ moment leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -31,6 +33,29 @@ def write_atomic(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
+
+
+def write_atomic_chunks(path: Path, chunks: Iterable[bytes]) -> str:
+    """`write_atomic` for data made piece by piece (a 100k-row export never sits in memory
+    whole); returns the SHA-256 of what was written."""
+    make_private_dirs(path.parent)
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks:
+                digest.update(chunk)
+                handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+    return digest.hexdigest()
 
 
 def make_private_dirs(directory: Path) -> None:

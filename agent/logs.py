@@ -6,10 +6,12 @@ anything that looks like a secret or a token, whatever key it hides under.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -85,6 +87,35 @@ def configure(*, verbose: bool = False, quiet: bool = False,
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
+    # Libraries log through stdlib logging (azure-identity may repeat what a sign-in server
+    # said, secret and all): one handler, same stream, same format, same redaction.
+    handler = logging.StreamHandler(_CurrentStderr())
+    handler.addFilter(_RedactingFilter())
+    handler.setFormatter(_JsonFormatter() if json_lines else
+                         logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
     # httpx logs every request (with its URL) at INFO; azure-identity is chatty too
     for name in ("httpx", "httpcore", "azure", "msal", "apscheduler"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class _RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact_text(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"event": record.getMessage(), "level": record.levelname.lower(),
+                 "logger": record.name,
+                 "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat()}
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)

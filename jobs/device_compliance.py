@@ -48,8 +48,8 @@ from typing import Any, Literal, cast
 
 from pydantic import Field
 
-from agent.exports import render_csv, sha256_hex
-from agent.files import write_atomic
+from agent.exports import csv_chunks
+from agent.files import write_atomic_chunks
 from agent.graph import devices as dev
 from agent.graph.client import GraphClient
 from agent.graph.devices import (
@@ -560,10 +560,9 @@ def evaluate(inventory: Inventory, policy: Policy, *, now: datetime,
 
 def write_export(directory: Path, day: date, rows: Iterable[Row]) -> tuple[Path, str]:
     """`devices-YYYY-MM-DD.csv` (atomic, 0600, formula-safe cells); (path, sha256)."""
-    data = render_csv(EXPORT_COLUMNS, (row.values() for row in rows))
     path = directory / f"devices-{day.isoformat()}.csv"
-    write_atomic(path, data)
-    return path, sha256_hex(data)
+    digest = write_atomic_chunks(path, csv_chunks(EXPORT_COLUMNS, (r.values() for r in rows)))
+    return path, digest
 
 
 # ---- the job ------------------------------------------------------------------------------

@@ -430,17 +430,21 @@ def test_active_users_audit_log_shows_the_interrupted_run(
     assert broken(cases, check) == []
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a run killed after Graph accepted the "
-                   "delivery mail, before its record was written, mails the month again on "
-                   "the re-run (jobs/active_users.py _deliver_mail has no write-ahead record)")
-def test_active_users_delivery_mail_is_sent_once(
+def test_active_users_delivery_mail_reaches_the_customer_and_repeats_say_so(
         active_users: tuple[Baseline, dict[str, Case]]) -> None:
+    """At least once, never silently twice: the deadline matters more than a duplicate, so a
+    run killed after Graph took the mail but before it was recorded sends it again, marked
+    "(possible repeat)" (sendMail is not idempotent; reading the mailbox would need
+    Mail.ReadWrite)."""
     base, cases = active_users
     assert len(base.tenant["collections"]["sentMail"]) == 1
 
     def check(case: Case) -> str:
         sent = json.loads((case.root / "tenant.json").read_bytes())["collections"]["sentMail"]
-        return f"{len(sent)} mails sent" if len(sent) != 1 else ""
+        if not sent:
+            return "no mail sent"
+        unmarked = [m for m in sent[1:] if "possible repeat" not in json.dumps(m)]
+        return f"{len(unmarked)} repeated mails not marked as such" if unmarked else ""
 
     assert broken(cases, check) == []
 

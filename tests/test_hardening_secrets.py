@@ -286,10 +286,6 @@ def test_a_rejected_certificate_exits_3_without_key_material(
     assert leaks(result.stdout + result.stderr, key_pem) == []
 
 
-@pytest.mark.xfail(strict=True, reason="defect (defence in depth): an error text from the "
-                   "sign-in endpoint (or a proxy in between) that repeats the secret is "
-                   "printed as is: the known secret is not redacted from error messages "
-                   "(agent/graph/connect.py AzureTokenSource.token / agent/cli.py main)")
 def test_a_secret_echoed_by_the_authority_is_still_not_printed(tmp_path: Path) -> None:
     server = TokenEndpoint(tmp_path, echo_secret=True)
     try:
@@ -336,9 +332,6 @@ def wrong_modes(state: Path) -> dict[str, str]:
     return wrong
 
 
-KNOWN_WRONG = {"snapshots"}  # test_the_snapshots_directory_is_0700
-
-
 def test_state_directories_are_0700_and_files_0600_even_under_umask_0(
         delivered_state: Path) -> None:
     state = delivered_state / "state"
@@ -346,16 +339,15 @@ def test_state_directories_are_0700_and_files_0600_even_under_umask_0(
     assert modes["."] == 0o700
     assert "audit.jsonl" in modes and any(n.startswith("exports/") for n in modes)
     assert any(n.startswith("runs/") for n in modes) and any(n.startswith("jobs/") for n in modes)
-    wrong = {k: v for k, v in wrong_modes(state).items() if k not in KNOWN_WRONG}
+    wrong = wrong_modes(state)
     assert wrong == {}, f"modes other than 0700/0600: {wrong}"
 
 
-@pytest.mark.xfail(strict=True, reason="defect: <state>/snapshots is created with the umask's "
-                   "mode (0777 under umask 0, 0755 under 022): write_atomic's "
-                   "mkdir(mode=0o700, parents=True) applies the mode to the last directory "
-                   "only (agent/exports.py write_atomic)")
 def test_the_snapshots_directory_is_0700(delivered_state: Path) -> None:
-    assert wrong_modes(delivered_state / "state") == {}
+    """`snapshots/` is an intermediate directory: mkdir(mode=..., parents=True) would give it
+    the umask's mode."""
+    state = delivered_state / "state"
+    assert stat.S_IMODE((state / "snapshots").stat().st_mode) == 0o700
 
 
 def test_the_audit_log_and_exports_are_0600(delivered_state: Path) -> None:
@@ -417,9 +409,6 @@ def test_export_refuses_a_symlink_to_the_delivered_export(
     assert export.read_bytes() == b"changed after delivery\r\n"
 
 
-@pytest.mark.xfail(strict=True, reason="defect: `export --format xlsx --output <the delivered "
-                   "CSV>` replaces the delivered export with a workbook (jobs/active_users.py "
-                   "export_month only guards the target when fmt == 'csv')")
 def test_export_in_another_format_cannot_replace_the_delivered_export(
         delivered: tuple[Path, Path, bytes]) -> None:
     config, export, data = delivered
@@ -428,10 +417,6 @@ def test_export_in_another_format_cannot_replace_the_delivered_export(
     assert result.returncode == 2
 
 
-@pytest.mark.xfail(strict=True, reason="defect: `export --output` aimed at the month's snapshot "
-                   "replaces the delivered snapshot (the month's record) with the CSV; after "
-                   "that the month can no longer be reproduced (jobs/active_users.py "
-                   "export_month writes any --output path except the export itself)")
 def test_export_cannot_overwrite_the_months_snapshot(
         delivered: tuple[Path, Path, bytes]) -> None:
     config, export, _ = delivered
