@@ -8,7 +8,6 @@ that says exactly which changes were made.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from collections import Counter
@@ -24,7 +23,7 @@ import structlog
 
 from agent.audit import AuditLog
 from agent.errors import GraphAuthError, GraphError, RunInterrupted
-from agent.files import write_atomic
+from agent.files import write_atomic_chunks
 
 Severity = Literal["high", "medium", "low", "info"]
 ActionStatus = Literal["done", "planned", "skipped", "failed"]
@@ -217,25 +216,27 @@ class Run:
             report.status = "partial"
             if self.interrupted:
                 report.error = str(exc) if exc else "interrupted"
-        path = self._store()
+        path, digest = self._store()
         entry: dict[str, Any] = {
             "status": report.status,
             "summary": report.summary,
             "findings_by_rule": dict(Counter(f.rule for f in report.findings)),
             "actions_by_status": dict(Counter(a.status for a in report.actions)),
             "report_path": str(path),
-            "report_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "report_sha256": digest,
         }
         if report.status == "failed":
             self._audit("run-failed", error=report.error, **entry)
         else:
             self._audit("run-finished", **entry)
 
-    def _store(self) -> Path:
+    def _store(self) -> tuple[Path, str]:
+        """Write the report as it is encoded: a 100k-device report is tens of MB, and a
+        deep copy plus one big string of it would double the run's peak memory."""
         path = self.runs_dir / f"{self.run_id}.json"
-        write_atomic(path, (json.dumps(self.report.to_dict(), indent=2, default=str)
-                            + "\n").encode())
-        return path
+        encoder = json.JSONEncoder(indent=2, default=_plain, ensure_ascii=True)
+        chunks = (piece.encode() for piece in _batched(encoder.iterencode(self.report)))
+        return path, write_atomic_chunks(path, chunks)
 
 
 def _target(subject: Subject) -> dict[str, str | None]:
@@ -244,3 +245,22 @@ def _target(subject: Subject) -> dict[str, str | None]:
 
 def _action_entry(record: Action) -> dict[str, Any]:
     return {k: v for k, v in asdict(record).items() if v is not None}
+
+
+def _plain(value: object) -> Any:
+    """JSON for the report's dataclasses without copying them first (asdict would)."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {name: getattr(value, name) for name in value.__dataclass_fields__}
+    return str(value)
+
+
+def _batched(pieces: Iterator[str], size: int = 1 << 16) -> Iterator[str]:
+    buffer: list[str] = []
+    length = 0
+    for piece in pieces:
+        buffer.append(piece)
+        length += len(piece)
+        if length >= size:
+            yield "".join(buffer)
+            buffer, length = [], 0
+    yield "".join(buffer) + "\n"

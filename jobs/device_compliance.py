@@ -571,6 +571,7 @@ async def run(ctx: JobContext) -> None:
     policy = cast(Policy, ctx.policy)
     inventory = await read_inventory(ctx.graph, policy)
     result = evaluate(inventory, policy, now=ctx.now, tenant_id=ctx.settings.tenant_id)
+    del inventory  # 100k+100k device models: free them before the export and the report
     for item in result.findings:
         ctx.run.finding(item.rule, item.severity, item.subject, item.detail)
     for message in result.warnings:

@@ -168,3 +168,17 @@ def test_a_permission_error_ends_the_run_as_failed(tmp_path: Path) -> None:
     last = list(run.audit.entries())[-1]
     assert last["event"] == "run-failed"
     assert "PrivilegedOperations" in last["error"]
+
+
+def test_the_stored_report_is_the_report_and_its_hash_is_audited(tmp_path: Path) -> None:
+    import hashlib
+
+    run = _run(tmp_path, dry_run=False)
+    with run:
+        run.finding("DEV-STALE", "low", Subject("device", "d1", "LT-1"), "no contact")
+        run.report.summary["when"] = NOW  # not JSON by itself: stored as text
+    path = tmp_path / "runs" / f"{run.run_id}.json"
+    assert json.loads(path.read_text()) == json.loads(
+        json.dumps(run.report.to_dict(), default=str))
+    finished = list(run.audit.entries())[-1]
+    assert finished["report_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
