@@ -21,7 +21,7 @@ from agent.graph.connect import _with_sdk_middleware
 from tests.conftest import RecordingSleep
 
 GRAPH = "https://graph.microsoft.com"
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "graph-reference" / "examples"
+DATA = Path(__file__).resolve().parent / "data"
 
 
 class Tokens:
@@ -43,7 +43,7 @@ def client(sleep: RecordingSleep, **kwargs: object) -> GraphClient:
 
 
 def throttled(retry_after: str = "2.128") -> httpx.Response:
-    body = json.loads((EXAMPLES / "throttling.json").read_text())
+    body = json.loads((DATA / "throttling.json").read_text())
     return httpx.Response(429, json=body, headers={"Retry-After": retry_after,
                                                    "request-id": "r-429"})
 
