@@ -14,25 +14,12 @@ from pathlib import Path
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically, mode 0600, creating the directory (0700).
+    """Write `data` to `path` atomically, mode 0600, creating the directories (0700).
 
     The temporary file is `.<name>.<pid>.<random>.tmp`: a process killed before its rename
     leaves it behind, and `remove_stale_temporaries` knows it by the dead pid.
     """
-    make_private_dirs(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
-                               dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
+    write_atomic_chunks(path, (data,))
 
 
 def write_atomic_chunks(path: Path, chunks: Iterable[bytes]) -> str:

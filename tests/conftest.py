@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import structlog
 
 from agent.graph.client import GraphClient, RetryPolicy
 from agent.graph.connect import SANDBOX_GRAPH_URL, _with_sdk_middleware
@@ -67,6 +69,18 @@ async def run_on(tenant: Any, settings: Settings, job_id: str, *, now: datetime,
     async with sandbox_client(tenant, sleep=sleep) as graph:
         return await run_job(settings, job_id, trigger=trigger, dry_run=dry_run, final=final,
                              now=now, graph=graph, scheduled_for=scheduled_for)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No DAP_AGENT_* setting leaks in from the outside, and a test that ran the CLI
+    in-process (which configures structlog) leaves the logging set-up as it found it."""
+    for key in list(os.environ):
+        if key.startswith("DAP_AGENT_"):
+            monkeypatch.delenv(key)
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from agent.audit import AuditLog
 from tests.helpers_hardening import (
@@ -189,14 +188,6 @@ def broken(cases: dict[str, Case], check: Any) -> list[str]:
     return problems
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in list(os.environ):
-        if key.startswith("DAP_AGENT_"):
-            monkeypatch.delenv(key)
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 @pytest.fixture(scope="module")

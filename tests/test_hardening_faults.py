@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import structlog
 
 from agent.errors import GraphUnavailableError
 from agent.graph.client import GraphClient, RetryPolicy
@@ -60,17 +57,6 @@ THROTTLING = Faults(throttle_every=5, unavailable_every=7, retry_after=RETRY_AFT
 POLICY = RetryPolicy()
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No DAP_AGENT_* setting from the outside; and `agent.cli.main` configures structlog
-    onto the stderr of the moment (pytest's capture): put the previous configuration back
-    so later tests do not log into a closed file."""
-    for key in list(os.environ):
-        if key.startswith("DAP_AGENT_"):
-            monkeypatch.delenv(key)
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 def filler_users(tenant: Any, count: int) -> None:

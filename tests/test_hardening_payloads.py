@@ -14,15 +14,13 @@ and where the oddity matters it must not change a count or a decision silently.
 from __future__ import annotations
 
 import copy
-import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from agent.sandbox.seed import devices as device_seed
 from agent.sandbox.seed import leavers
@@ -40,14 +38,6 @@ from tests.helpers_hardening import (
 DAY = timedelta(days=1)
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in list(os.environ):
-        if key.startswith("DAP_AGENT_"):
-            monkeypatch.delenv(key)
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 def paged_tenant() -> Any:

@@ -31,7 +31,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-import structlog
 
 from tests.helpers_hardening import (
     CLIENT_ID,
@@ -53,14 +52,6 @@ SECRET = "dapS3cr3t-" + secrets.token_hex(12)
 MONTH = NOW.strftime("%Y-%m")
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in list(os.environ):
-        if key.startswith("DAP_AGENT_"):
-            monkeypatch.delenv(key)
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 # ---- a certificate with its private key ----------------------------------------------------
