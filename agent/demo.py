@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 from pathlib import Path
 
 from agent.errors import EXIT_OK, EXIT_PARTIAL, DapError, UsageError
@@ -18,6 +19,15 @@ from agent.tomlwrite import dumps
 from jobs import REGISTRY
 
 MARKER = ".dap-agent-demo"
+
+
+def _program() -> str:
+    """How this program was started, so the hints can be pasted (no venv on PATH needed)."""
+    if sys.argv and sys.argv[0].endswith("__main__.py"):
+        return f"{sys.executable} -m agent"
+    if sys.argv and Path(sys.argv[0]).name == "dap-agent" and not shutil.which("dap-agent"):
+        return sys.argv[0]
+    return "dap-agent"
 
 
 def prepare(directory: Path) -> Path:
@@ -75,8 +85,9 @@ def run_demo(directory: Path) -> int:
     result = audit_log(load_settings(config)).verify()
     print(f"audit log: {'intact' if result.ok else 'NOT intact: ' + result.problem}, "
           f"{result.entries} entries")
-    print(f"\nTry:  dap-agent --config {config} audit show\n"
-          f"      dap-agent --config {config} run offboarding --json\n"
-          f"      DAP_AGENT_OFFBOARDING__MODE=enforce dap-agent --config {config} "
+    prog = _program()
+    print(f"\nTry:  {prog} --config {config} audit show\n"
+          f"      {prog} --config {config} run offboarding --json\n"
+          f"      DAP_AGENT_OFFBOARDING__MODE=enforce {prog} --config {config} "
           "run offboarding")
     return exit_code if result.ok else 1
