@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
 
 from agent.files import make_private_dirs
 from agent.graph.client import GraphClient
@@ -22,6 +22,17 @@ from agent.run import Run
 
 if TYPE_CHECKING:
     from agent.settings import Settings
+
+
+def _accounts(value: list[str]) -> list[str]:
+    cleaned = [item.strip() for item in value]
+    if any(not item for item in cleaned):
+        raise ValueError("entries must be UPNs or object ids, not empty strings")
+    return cleaned
+
+
+# A policy list of accounts (UPNs or object ids): trimmed, no blank entries.
+Accounts = Annotated[list[str], AfterValidator(_accounts)]
 
 
 class JobPolicy(BaseModel):

@@ -45,7 +45,7 @@ from agent.exports import Sheet, render_csv, render_xlsx, sha256_hex
 from agent.files import remove_stale_temporaries, write_atomic
 from agent.graph import licensing
 from agent.graph.licensing import LicensedUser, MailAttachment, SubscribedSku
-from agent.job import JobContext, JobPolicy, JobSpec
+from agent.job import Accounts, JobContext, JobPolicy, JobSpec
 from agent.run import Subject, iso_z
 from agent.workdays import LiberationDay, WorkdayCalendar, local_date
 
@@ -126,7 +126,7 @@ class Policy(JobPolicy):
     count_disabled: bool = Field(
         False, description="count disabled accounts too (default: listed as licensed, "
                            "disabled, but not counted)")
-    exclude_users: list[str] = Field(
+    exclude_users: Accounts = Field(
         default_factory=list, description="UPNs or object ids never counted (listed with "
                                           "the reason)")
     count_guests: bool = Field(
@@ -155,14 +155,6 @@ class Policy(JobPolicy):
     @classmethod
     def _sku_ids(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(_guid(v) for v in value))
-
-    @field_validator("exclude_users")
-    @classmethod
-    def _exclusions(cls, value: list[str]) -> list[str]:
-        cleaned = [v.strip() for v in value]
-        if any(not v for v in cleaned):
-            raise ValueError("empty entry")
-        return cleaned
 
     @field_validator("held_states")
     @classmethod

@@ -41,7 +41,7 @@ from agent.graph.lifecycle import (
     DirectoryUser,
     ManagedDevice,
 )
-from agent.job import ChangingJobPolicy, JobContext, JobSpec
+from agent.job import Accounts, ChangingJobPolicy, JobContext, JobSpec
 from agent.ledger import LeaverRecord, Ledger
 from agent.run import Subject
 
@@ -63,7 +63,7 @@ class Policy(ChangingJobPolicy):
     schedule: str = "0 6 * * *"
     leave_group_id: str = ""
     retention_months: int = Field(default=3, ge=1, le=120)
-    protected_users: list[str] = Field(default_factory=list)
+    protected_users: Accounts = Field(default_factory=list)
     max_disable_per_run: int = Field(default=25, ge=0)
     max_purge_per_run: int = Field(default=10, ge=0)
     wipe_devices: bool = True
@@ -75,14 +75,6 @@ class Policy(ChangingJobPolicy):
         if value and not GUID.match(value):
             raise ValueError("must be the group's object id (a GUID) or empty")
         return value
-
-    @field_validator("protected_users")
-    @classmethod
-    def _protected(cls, value: list[str]) -> list[str]:
-        cleaned = [v.strip() for v in value]
-        if any(not v for v in cleaned):
-            raise ValueError("entries must be UPNs or object ids, not empty strings")
-        return cleaned
 
 
 # ---- pure planning -----------------------------------------------------------------------
@@ -123,15 +115,9 @@ class Protection:
 
 
 def _names(user_id: str, upn: str | None) -> set[str]:
-    """How a user may be named: id and UPN; in deleted items Entra prefixes the UPN with
-    the object id without dashes, so the original UPN is recovered from that too."""
-    names = {user_id.lower()}
-    if upn:
-        names.add(upn.lower())
-        prefix = user_id.replace("-", "").lower()
-        if upn.lower().startswith(prefix):
-            names.add(upn.lower()[len(prefix):])
-    return names
+    """How a user may be named in a protection list: object id or UPN (a deleted user's
+    UPN is already its original one: `lifecycle.original_upn` undoes Entra's prefix)."""
+    return {user_id.lower(), (upn or user_id).lower()}
 
 
 UserKind = Literal["protected", "reenabled", "restored", "set-inactive", "inactive"]

@@ -51,7 +51,7 @@ from agent.graph import role_templates
 from agent.graph import roles as graph_roles
 from agent.graph.role_templates import GLOBAL_ADMINISTRATOR, GLOBAL_READER
 from agent.graph.roles import Principal, RoleAssignment, RoleInventory
-from agent.job import JobContext, JobPolicy, JobSpec
+from agent.job import Accounts, JobContext, JobPolicy, JobSpec
 from agent.run import Severity, Subject
 
 RULE_GA_COUNT = "PIM-GA-COUNT"
@@ -166,10 +166,10 @@ def _approval_side(item: str) -> str | None:
 class Policy(JobPolicy):
     schedule: str = "0 7 * * 1"
     global_admin_count: int = Field(default=2, ge=0)
-    emergency_access_accounts: list[str] = Field(
+    emergency_access_accounts: Accounts = Field(
         default_factory=list, description="UPNs or ids allowed a permanent Global "
         "Administrator role (break-glass accounts)")
-    functional_administrators: list[str] = Field(
+    functional_administrators: Accounts = Field(
         default_factory=list, description="UPNs or ids of the customer's functional "
         "administrators: each must hold Global Reader")
     roles_in_scope: Literal["all", "microsoft-privileged"] = Field(
@@ -177,14 +177,6 @@ class Policy(JobPolicy):
         "labels privileged (custom roles Graph does not label count as privileged)")
     # The TOML key is `register`; as a Python name it would shadow ABCMeta.register.
     register_entries: list[RegisterEntry] = Field(default_factory=list, alias="register")
-
-    @field_validator("emergency_access_accounts", "functional_administrators")
-    @classmethod
-    def _no_blanks(cls, value: list[str]) -> list[str]:
-        cleaned = [item.strip() for item in value]
-        if any(not item for item in cleaned):
-            raise ValueError("contains an empty entry")
-        return cleaned
 
 
 # ---- evaluation (pure: no HTTP) -----------------------------------------------------------
