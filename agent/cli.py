@@ -244,8 +244,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 # ---- output --------------------------------------------------------------------------------
 
 def _print_json(report: RunReport) -> None:
-    sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str, ensure_ascii=False))
-    sys.stdout.write("\n")
+    sys.stdout.writelines(report.json_pieces())  # the same document runs/ stores
 
 
 def print_report(report: RunReport) -> None:

@@ -81,6 +81,13 @@ class RunReport:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def json_pieces(self) -> Iterator[str]:
+        """The report as JSON text in pieces: what `--json` prints and `runs/` stores.
+        Encoded as it goes (no deep copy, no one big string: a 100k-device report is tens
+        of MB)."""
+        encoder = json.JSONEncoder(indent=2, default=_plain, ensure_ascii=False)
+        return _batched(encoder.iterencode(self))
+
     @property
     def failed_actions(self) -> int:
         return sum(1 for a in self.actions if a.status == "failed")
@@ -231,11 +238,8 @@ class Run:
             self._audit("run-finished", **entry)
 
     def _store(self) -> tuple[Path, str]:
-        """Write the report as it is encoded: a 100k-device report is tens of MB, and a
-        deep copy plus one big string of it would double the run's peak memory."""
         path = self.runs_dir / f"{self.run_id}.json"
-        encoder = json.JSONEncoder(indent=2, default=_plain, ensure_ascii=True)
-        chunks = (piece.encode() for piece in _batched(encoder.iterencode(self.report)))
+        chunks = (piece.encode("utf-8") for piece in self.report.json_pieces())
         return path, write_atomic_chunks(path, chunks)
 
 
