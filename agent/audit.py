@@ -9,7 +9,6 @@ detected too. Appends from the daemon and a CLI run are serialised by an flock.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -19,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.files import make_private_dirs, write_atomic
+from agent.files import exclusive_lock, write_atomic
 
 GENESIS = "0" * 64
 
@@ -54,8 +53,7 @@ class AuditLog:
 
     def append(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Chain, write, flush and fsync one entry; return it as written."""
-        make_private_dirs(self.path.parent)
-        with _locked(self.lock_path):
+        with exclusive_lock(self.lock_path):
             seq, prev = self._last()
             record = {"seq": seq + 1, "ts": entry.pop("ts", None) or utc_now_iso(), **entry,
                       "prev": prev}
@@ -139,20 +137,6 @@ class AuditLog:
                                 f"log ends at entry {seq} but {head_seq} were written "
                                 "(entries were cut off the end)")
         return VerifyResult(False, seq, None, "head file does not match the last entry")
-
-
-class _locked:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd = -1
-
-    def __enter__(self) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
 
 
 def _last_line(path: Path) -> bytes | None:

@@ -6,10 +6,12 @@ moment leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -43,6 +45,19 @@ def write_atomic_chunks(path: Path, chunks: Iterable[bytes]) -> str:
         raise
     fsync_directory(path.parent)
     return digest.hexdigest()
+
+
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an flock on `path` (a private lock file, kept): serialises writers across the
+    daemon and CLI processes; the kernel drops it if the holder dies."""
+    make_private_dirs(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
 
 
 def make_private_dirs(directory: Path) -> None:

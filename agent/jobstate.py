@@ -16,9 +16,7 @@ If the file is missing or unreadable, the state is rebuilt from the stored run r
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
@@ -27,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agent.files import make_private_dirs, write_atomic
+from agent.files import exclusive_lock, write_atomic
 from agent.run import RunReport, iso_z
 
 if TYPE_CHECKING:
@@ -205,14 +203,8 @@ def _local(moment: datetime, tz: Any) -> str:
 @contextlib.contextmanager
 def _updating(state_dir: Path, job_id: str) -> Iterator[JobState]:
     """Read-modify-write under a lock: the runner (CLI or daemon) and the daemon both write."""
-    lock = state_dir / "locks" / f"{job_id}.state.lock"
-    make_private_dirs(lock.parent)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with exclusive_lock(state_dir / "locks" / f"{job_id}.state.lock"):
         yield read_state(state_dir, job_id)
-    finally:
-        os.close(fd)
 
 
 def _write(path: Path, state: JobState) -> None:
