@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--online", action="store_true",
                        help="also get a token and check the granted Graph permissions")
 
+    rules = sub.add_parser("rules", help="the rule catalogue: each finding rule, its "
+                           "severity, meaning and what to do")
+    rules.add_argument("--json", action="store_true", help="print the catalogue as JSON")
+
     demo = sub.add_parser("demo", help="all jobs against the built-in sandbox tenant")
     demo.add_argument("--dir", default="dap-agent-demo",
                       help="where the demo keeps its config, tenant and state "
@@ -229,6 +233,13 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    from agent.rules import catalogue_json, catalogue_text
+
+    sys.stdout.write(catalogue_json() if args.json else catalogue_text())
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
@@ -237,7 +248,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "jobs": cmd_jobs, "export": cmd_export, "serve": cmd_serve,
-    "audit": cmd_audit, "config": cmd_config, "demo": cmd_demo,
+    "audit": cmd_audit, "config": cmd_config, "demo": cmd_demo, "rules": cmd_rules,
 }
 
 

@@ -8,6 +8,7 @@ that says exactly which changes were made.
 
 from __future__ import annotations
 
+import gzip
 import json
 import secrets
 from collections import Counter
@@ -24,8 +25,8 @@ import structlog
 from agent.audit import AuditLog
 from agent.errors import GraphAuthError, GraphError, RunInterrupted
 from agent.files import write_atomic_chunks
+from agent.rules import Severity as Severity  # re-exported: jobs import it from here
 
-Severity = Literal["high", "medium", "low", "info"]
 ActionStatus = Literal["done", "planned", "skipped", "failed"]
 RunStatus = Literal["ok", "partial", "failed"]
 
@@ -241,6 +242,38 @@ class Run:
         path = self.runs_dir / f"{self.run_id}.json"
         chunks = (piece.encode("utf-8") for piece in self.report.json_pieces())
         return path, write_atomic_chunks(path, chunks)
+
+
+REPORT_SUFFIXES = (".json.gz", ".json")  # stored compressed; older runs plain
+
+
+def find_report(path_or_id: Path | str, runs_dir: Path | None = None) -> Path:
+    """The stored report of a run: a path to `<id>.json(.gz)`, or a run id looked up in
+    `runs_dir`. FileNotFoundError when there is none."""
+    path = Path(path_or_id)
+    if path.name.endswith(REPORT_SUFFIXES):
+        if path.exists():
+            return path
+        raise FileNotFoundError(f"no run report {path}")
+    base = runs_dir if runs_dir is not None else path.parent
+    for suffix in REPORT_SUFFIXES:
+        candidate = base / f"{path.name}{suffix}"
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"no run report for {path.name} in {base}")
+
+
+def read_report_bytes(path_or_id: Path | str, runs_dir: Path | None = None) -> bytes:
+    """The report's JSON bytes as `report_sha256` hashes them (uncompressed)."""
+    path = find_report(path_or_id, runs_dir)
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.name.endswith(".gz") else data
+
+
+def load_report(path_or_id: Path | str, runs_dir: Path | None = None) -> dict[str, Any]:
+    """The one reader of stored run reports, `.json` and `.json.gz` alike."""
+    loaded: dict[str, Any] = json.loads(read_report_bytes(path_or_id, runs_dir))
+    return loaded
 
 
 def _target(subject: Subject) -> dict[str, str | None]:

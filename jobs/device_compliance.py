@@ -63,16 +63,13 @@ from agent.graph.devices import (
     RecoveryKey,
 )
 from agent.job import JobContext, JobPolicy, JobSpec
+from agent.rules import severity_of
 from agent.run import Severity, Subject
 
 PlatformName = Literal["windows", "linux", "macos", "ios", "android"]
 ALL_PLATFORMS: tuple[PlatformName, ...] = ("windows", "linux", "macos", "ios", "android")
 RULES = ("DEV-UNMANAGED", "DEV-NONCOMPLIANT", "DEV-NOT-ENCRYPTED", "DEV-NO-RECOVERY-KEY",
          "DEV-STALE", "POL-REMOVABLE-MEDIA")
-SEVERITY: dict[str, Severity] = {
-    "DEV-UNMANAGED": "high", "DEV-NONCOMPLIANT": "medium", "DEV-NOT-ENCRYPTED": "high",
-    "DEV-NO-RECOVERY-KEY": "medium", "DEV-STALE": "low", "POL-REMOVABLE-MEDIA": "high",
-}
 ENCRYPTION_NAME = {"windows": "BitLocker", "macos": "FileVault", "linux": "disk encryption",
                    "ios": "device encryption", "android": "device encryption"}
 STATE_MEANING = {
@@ -194,7 +191,7 @@ class FindingSpec:
 
     @property
     def severity(self) -> Severity:
-        return SEVERITY[self.rule]
+        return severity_of(self.rule)
 
 
 @dataclass(slots=True)

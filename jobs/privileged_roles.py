@@ -52,6 +52,7 @@ from agent.graph import roles as graph_roles
 from agent.graph.role_templates import GLOBAL_ADMINISTRATOR, GLOBAL_READER
 from agent.graph.roles import Principal, RoleAssignment, RoleInventory
 from agent.job import Accounts, JobContext, JobPolicy, JobSpec
+from agent.rules import severity_of
 from agent.run import Severity, Subject
 
 RULE_GA_COUNT = "PIM-GA-COUNT"
@@ -62,17 +63,6 @@ RULE_EXPIRED = "PIM-REGISTER-EXPIRED"
 RULE_GUEST = "PIM-GUEST-ADMIN"
 RULE_NO_MFA = "PIM-ADMIN-NO-MFA"
 RULE_READER = "PIM-READER-MISSING"
-
-SEVERITY: dict[str, Severity] = {
-    RULE_GA_COUNT: "high",
-    RULE_PERMANENT: "high",
-    RULE_NO_END: "medium",
-    RULE_UNAPPROVED: "high",
-    RULE_EXPIRED: "high",
-    RULE_GUEST: "medium",
-    RULE_NO_MFA: "high",
-    RULE_READER: "low",
-}
 
 EXPORT_COLUMNS = (
     "holder_id", "holder_name", "holder_type", "user_type", "role", "role_template_id",
@@ -227,7 +217,7 @@ class PimFinding:
 
     @property
     def severity(self) -> Severity:
-        return SEVERITY[self.rule]
+        return severity_of(self.rule)
 
 
 @dataclass
