@@ -10,7 +10,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -30,10 +31,6 @@ from pydantic_settings import (
 )
 
 from agent.errors import ConfigError
-from jobs.active_users import Policy as ActiveUsersPolicy
-from jobs.device_compliance import Policy as DeviceCompliancePolicy
-from jobs.offboarding import Policy as OffboardingPolicy
-from jobs.privileged_roles import Policy as PrivilegedRolesPolicy
 
 DEFAULT_CONFIG = Path("/etc/dap-agent/agent.toml")
 ENV_PREFIX = "DAP_AGENT_"
@@ -51,7 +48,9 @@ def default_state_dir() -> Path:
     return Path(state) if state else Path("/var/lib/dap-agent")
 
 
-class Settings(BaseSettings):
+class CoreSettings(BaseSettings):
+    """The settings that are not a job's policy table; `Settings` adds one per job."""
+
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
                                       extra="forbid", case_sensitive=False)
 
@@ -64,10 +63,6 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default_factory=default_state_dir)
     timezone: str = "Europe/Amsterdam"
 
-    active_users: ActiveUsersPolicy = Field(default_factory=ActiveUsersPolicy)
-    offboarding: OffboardingPolicy = Field(default_factory=OffboardingPolicy)
-    device_compliance: DeviceCompliancePolicy = Field(default_factory=DeviceCompliancePolicy)
-    privileged_roles: PrivilegedRolesPolicy = Field(default_factory=PrivilegedRolesPolicy)
 
     @field_validator("timezone")
     @classmethod
@@ -90,7 +85,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _one_credential(self) -> Settings:
+    def _one_credential(self) -> CoreSettings:
         if self.uses_sandbox:
             return self
         if self.client_certificate_path is None and self.client_secret is None:
@@ -112,6 +107,9 @@ class Settings(BaseSettings):
     def policy(self, section: str) -> Any:
         return getattr(self, section)
 
+    if TYPE_CHECKING:  # a job's policy table (added per job below): typed by the job itself
+        def __getattr__(self, name: str) -> Any: ...
+
     def __repr__(self) -> str:  # never print secrets, even by accident
         return f"Settings(tenant_id={self.tenant_id!r}, graph_url={self.graph_url!r})"
 
@@ -128,6 +126,23 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _DictSource(settings_cls, _LOADING["credentials"]),
                 _DictSource(settings_cls, _LOADING["toml"]))
+
+
+def _with_job_sections() -> type[CoreSettings]:
+    """One policy table per registered job (`[active_users]`, ...): adding a job to
+    `jobs.REGISTRY` is all it takes for its section to be read, validated and documented."""
+    from jobs import REGISTRY
+
+    sections: dict[str, Any] = {
+        spec.policy_section: (spec.policy_model, Field(default_factory=spec.policy_model))
+        for spec in REGISTRY.values()}
+    return create_model("Settings", __base__=CoreSettings, __module__=__name__, **sections)
+
+
+if TYPE_CHECKING:
+    Settings = CoreSettings
+else:
+    Settings = _with_job_sections()
 
 
 class _DictSource(PydanticBaseSettingsSource):

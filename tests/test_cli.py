@@ -145,7 +145,8 @@ def test_jobs_lists_every_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_demo_runs_every_job_and_leaves_a_verifiable_log(tmp_path: Path) -> None:
     result = cli("demo", "--dir", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
-    for job in ("active-users", "offboarding", "device-compliance", "privileged-roles"):
+    for job in ("active-users", "offboarding", "device-compliance", "privileged-roles",
+                "secure-score"):
         assert f"{job}: ok" in result.stdout
     assert "audit log: intact" in result.stdout
     again = cli("--config", str(tmp_path / "demo" / "agent.toml"), "audit", "verify")

@@ -26,11 +26,11 @@ from agent.run import RunReport, iso_z
 from agent.serve import MISFIRE_GRACE_SECONDS, Daemon, catch_up_time, serve
 from agent.settings import Settings
 from agent.systemd import Notifier
+from jobs import REGISTRY
 from tests.conftest import make_settings
 
 AMS = ZoneInfo("Europe/Amsterdam")
-SECTIONS = {"active-users": "active_users", "offboarding": "offboarding",
-            "device-compliance": "device_compliance", "privileged-roles": "privileged_roles"}
+SECTIONS = {spec.id: spec.policy_section for spec in REGISTRY.values()}
 WAIT = 20.0  # only guards against a hang; nothing waits this long when things work
 
 

@@ -272,6 +272,16 @@ def subscribed_skus(call: Call, spec: ListSpec | None) -> Reply:
 
 # ---- reports ----------------------------------------------------------------------------------
 
+def secure_scores(call: Call, spec: ListSpec | None) -> Reply:
+    """One secureScore per day, newest first; `$top=n` is the latest n days (the resource
+    doc: "sorted by createdDateTime, from latest to earliest ... $top=n, where n = the
+    number of days of data that you want to retrieve")."""
+    days = sorted(call.tenant.collections["secureScores"].values(),
+                  key=lambda s: str(s.get("createdDateTime") or ""), reverse=True)
+    top = listing.parse_top(call, _spec(spec))
+    return listing.serve(call, _spec(spec), days[:top] if top else days)
+
+
 def registration_details(call: Call, spec: ListSpec | None) -> Reply:
     """The report covers every user: users without a stored row show as not registered."""
     rows = call.tenant.collections["userRegistrationDetails"]

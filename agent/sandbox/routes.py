@@ -102,6 +102,7 @@ FILTERABLE: dict[str, dict[str, frozenset[str]]] = {
     "roleScheduleInstances": {"id": _EQ, "principalId": _EQ, "roleDefinitionId": _EQ,
                               "directoryScopeId": _EQ, "assignmentType": _EQ,
                               "memberType": _EQ},
+    "secureScores": {"id": _EQ, "createdDateTime": frozenset({"eq", "ge", "le", "gt", "lt"})},
     "userRegistrationDetails": {
         "id": _EQ,
         "userPrincipalName": frozenset({"eq", "startswith"}),
@@ -174,6 +175,7 @@ ROLE_ELIGIBILITY_SCHEDULE = ("RoleEligibilitySchedule.Read.Directory",
                              "RoleManagement.Read.Directory", "RoleManagement.Read.All",
                              "RoleManagement.ReadWrite.Directory")
 REPORTS_READ = ("AuditLog.Read.All",)
+SECURITY_READ = ("SecurityEvents.Read.All", "SecurityEvents.ReadWrite.All")
 
 # ---- list behaviour per endpoint ------------------------------------------------------------
 
@@ -235,6 +237,9 @@ ROLE_ELIGIBILITY_INSTANCES = ListSpec(
 REGISTRATION_DETAILS = ListSpec("userRegistrationDetails",
                                 "reports/authenticationMethods/userRegistrationDetails",
                                 "other", FILTERABLE["userRegistrationDetails"], max_top=999)
+# the security API lists all 90 days in one page; $top is the number of days
+SECURE_SCORES = ListSpec("secureScore", "security/secureScores", "other",
+                         FILTERABLE["secureScores"], max_top=None, page_size=100)
 
 
 @dataclass(frozen=True)
@@ -343,6 +348,10 @@ ROUTES: tuple[Route, ...] = (
     R("GET", "/roleManagement/directory/roleEligibilityScheduleInstances",
       ROLE_ELIGIBILITY_SCHEDULE, h.list_of("roleEligibilityScheduleInstances"),
       ROLE_ELIGIBILITY_INSTANCES),
+    # security
+    R("GET", "/security/secureScores", SECURITY_READ, h.secure_scores, SECURE_SCORES),
+    R("GET", "/security/secureScores/{id}", SECURITY_READ, h.get_from("secureScores"),
+      SECURE_SCORES),
     # reports
     R("GET", "/reports/authenticationMethods/userRegistrationDetails", REPORTS_READ,
       h.registration_details, REGISTRATION_DETAILS),

@@ -34,6 +34,7 @@ COLLECTIONS: tuple[str, ...] = (
     "roleEligibilityScheduleInstances",
     "userRegistrationDetails",
     "servicePrincipals",
+    "secureScores",
     "sentMail",
 )
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from agent.sandbox.seed import base, devices, leavers, licensing, roles
+from agent.sandbox.seed import base, devices, leavers, licensing, roles, secure_score
 from agent.sandbox.tenant import SandboxTenant
 
-SEEDS = (base, licensing, leavers, devices, roles)
+SEEDS = (base, licensing, leavers, devices, roles, secure_score)
 
 
 def demo_tenant(now: datetime) -> SandboxTenant:
