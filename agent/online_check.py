@@ -8,14 +8,24 @@ from agent.graph.connect import build_graph_client, token_roles
 from agent.job import JobSpec
 from agent.settings import Settings
 
-# A granted permission also covers these weaker ones (Graph's permission hierarchy).
+# A granted permission also covers these weaker ones: X implies Y only where every call
+# the agent makes with Y lists X among its permissions in Microsoft's tables.
+# - User.ReadWrite.All is listed for PATCH accountEnabled (least: User.EnableDisableAccount
+#   .All), revokeSignInSessions (least: User.RevokeSessions.All) and DELETE /users/{id}; it
+#   is *not* listed for the app-only permanent delete from deleted items, which takes
+#   User.DeleteRestore.All (graph/api/directory-deleteditems-delete), so it implies neither
+#   that nor User.DeleteRestore.All.
+# - Directory.ReadWrite.All cannot delete users (graph/api/user-delete); it is listed for
+#   user-update and revokeSignInSessions only.
 IMPLIES: dict[str, tuple[str, ...]] = {
-    "Directory.ReadWrite.All": ("Directory.Read.All", "User.Read.All", "User.ReadWrite.All",
+    "Directory.ReadWrite.All": ("Directory.Read.All", "User.Read.All",
+                                "User.EnableDisableAccount.All", "User.RevokeSessions.All",
                                 "GroupMember.Read.All", "Device.Read.All",
                                 "Organization.Read.All"),
     "Directory.Read.All": ("User.Read.All", "GroupMember.Read.All", "Device.Read.All",
                            "Organization.Read.All"),
-    "User.ReadWrite.All": ("User.Read.All",),
+    "User.ReadWrite.All": ("User.Read.All", "User.EnableDisableAccount.All",
+                           "User.RevokeSessions.All"),
     "Group.Read.All": ("GroupMember.Read.All",),
     "RoleManagement.Read.All": ("RoleManagement.Read.Directory",),
     "RoleManagement.ReadWrite.Directory": ("RoleManagement.Read.Directory",

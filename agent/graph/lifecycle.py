@@ -31,7 +31,13 @@ from agent.graph.client import GraphClient, WriteResult
 
 USERS_READ = "User.Read.All"
 LIFECYCLE_READ = "User-LifeCycleInfo.Read.All"
-USERS_WRITE = "User.ReadWrite.All"
+# the least-privileged application permission of each write (Microsoft's tables); the
+# broader User.ReadWrite.All also covers the first three, never the permanent delete
+USERS_ENABLE_DISABLE = "User.EnableDisableAccount.All"  # graph/api/user-update
+USERS_REVOKE = "User.RevokeSessions.All"  # graph/api/user-revokesigninsessions
+USERS_DELETE = "User.DeleteRestore.All"  # graph/api/user-delete
+# graph/api/directory-deleteditems-delete, resource user, application: this one only
+USERS_PURGE = "User.DeleteRestore.All"
 GROUP_MEMBERS_READ = "GroupMember.Read.All"
 DEVICES_READ = "DeviceManagementManagedDevices.Read.All"
 DEVICES_PRIVILEGED = "DeviceManagementManagedDevices.PrivilegedOperations.All"
@@ -232,7 +238,7 @@ async def disable_user(graph: GraphClient, user_id: str) -> WriteResult:
     """accountEnabled = false. Licences are left alone on purpose (the mailbox stays)."""
     try:
         return await graph.patch(f"/users/{user_id}", {"accountEnabled": False},
-                                 permission=USERS_WRITE)
+                                 permission=USERS_ENABLE_DISABLE)
     except GraphPermissionError as exc:
         raise ChangeRefused("disable", user_id, exc) from None
 
@@ -240,7 +246,7 @@ async def disable_user(graph: GraphClient, user_id: str) -> WriteResult:
 async def revoke_sessions(graph: GraphClient, user_id: str) -> WriteResult:
     """Invalidate refresh and session tokens. Repeating it is harmless, so it may be retried."""
     return await graph.post(f"/users/{user_id}/revokeSignInSessions",
-                            permission=USERS_WRITE, idempotent=True)
+                            permission=USERS_REVOKE, idempotent=True)
 
 
 async def wipe_device(graph: GraphClient, device_id: str) -> WriteResult:
@@ -271,11 +277,11 @@ async def delete_user(graph: GraphClient, user_id: str) -> WriteResult:
     with a finding, not end the run as a missing permission.
     """
     try:
-        return await graph.delete(f"/users/{user_id}", permission=USERS_WRITE)
+        return await graph.delete(f"/users/{user_id}", permission=USERS_DELETE)
     except GraphPermissionError as exc:
         raise ChangeRefused("delete", user_id, exc) from None
 
 
 async def purge_deleted_user(graph: GraphClient, user_id: str) -> WriteResult:
     """Permanently delete from deleted items (cannot be undone). 404 -> already_gone."""
-    return await graph.delete(f"/directory/deletedItems/{user_id}", permission=USERS_WRITE)
+    return await graph.delete(f"/directory/deletedItems/{user_id}", permission=USERS_PURGE)

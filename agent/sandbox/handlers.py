@@ -185,6 +185,8 @@ def delete_user(call: Call, spec: ListSpec | None) -> Reply:
     original = str(target.get("userPrincipalName") or "")
     gone["userPrincipalName"] = user_id.replace("-", "") + original
     call.tenant.add("deletedItems", gone)
+    if call.tenant.faults.deleted_lag_requests:
+        call.tenant.replicating[user_id] = call.tenant.faults.deleted_lag_requests
     # Deleting an account ends its (eligible) role assignments, as Entra does.
     for inst in call.tenant.all("roleEligibilityScheduleInstances"):
         if inst.get("principalId") == user_id:
@@ -318,7 +320,20 @@ def registration_default(person: Mapping[str, Any]) -> dict[str, Any]:
 # ---- deleted items ---------------------------------------------------------------------------
 
 def deleted_of(odata_type: str) -> Handler:
-    return list_of("deletedItems", lambda o: deleted_type(o) == odata_type)
+    def handler(call: Call, spec: ListSpec | None) -> Reply:
+        tenant = call.tenant
+        objs = (o for o in tenant.collections["deletedItems"].values()
+                if deleted_type(o) == odata_type and tenant.deleted_item(str(o["id"])))
+        return listing.serve(call, _spec(spec), objs)
+
+    return handler
+
+
+def get_deleted(call: Call, spec: ListSpec | None) -> Reply:
+    obj = call.tenant.deleted_item(call.args["id"])
+    if obj is None:
+        raise not_found(call.args["id"])
+    return listing.serve_one(call, _spec(spec), obj)
 
 
 def deleted_type(obj: Mapping[str, Any]) -> str:
@@ -333,7 +348,7 @@ def deleted_untyped(call: Call, spec: ListSpec | None) -> Reply:
 
 
 def purge_deleted(call: Call, spec: ListSpec | None) -> Reply:
-    if call.tenant.get("deletedItems", call.args["id"]) is None:
+    if call.tenant.deleted_item(call.args["id"]) is None:
         raise not_found(call.args["id"])
     call.tenant.remove("deletedItems", call.args["id"])
     return Reply(204)

@@ -144,7 +144,11 @@ USER_READ = ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All",
              "Directory.ReadWrite.All")
 USER_PATCH = ("User.EnableDisableAccount.All", "User.ReadWrite.All", "Directory.ReadWrite.All",
               "User-LifeCycleInfo.ReadWrite.All")
-USER_DELETE = ("User.DeleteRestore.All", "User.ReadWrite.All", "Directory.ReadWrite.All")
+# user-delete: Directory.ReadWrite.All does not include deleting users. The permanent
+# delete of a user from deleted items takes User.DeleteRestore.All for an app, nothing
+# else (learn.microsoft.com/graph/api/directory-deleteditems-delete, resource "user").
+USER_DELETE = ("User.DeleteRestore.All", "User.ReadWrite.All")
+USER_PURGE = ("User.DeleteRestore.All",)
 USER_REVOKE = ("User.RevokeSessions.All", "User.ReadWrite.All", "Directory.ReadWrite.All")
 MAIL_SEND = ("Mail.Send",)
 GROUP_MEMBERS = ("GroupMember.Read.All", "Group.Read.All", "GroupMember.ReadWrite.All",
@@ -295,9 +299,8 @@ ROUTES: tuple[Route, ...] = (
       h.deleted_of("#microsoft.graph.user"), DELETED_USERS),
     R("GET", "/directory/deletedItems/microsoft.graph.group", GROUP_READ,
       h.deleted_of("#microsoft.graph.group"), DELETED_GROUPS),
-    R("GET", "/directory/deletedItems/{id}", USER_READ, h.get_from("deletedItems"),
-      DELETED_USERS),
-    R("DELETE", "/directory/deletedItems/{id}", USER_DELETE, h.purge_deleted, write=True),
+    R("GET", "/directory/deletedItems/{id}", USER_READ, h.get_deleted, DELETED_USERS),
+    R("DELETE", "/directory/deletedItems/{id}", USER_PURGE, h.purge_deleted, write=True),
     # Intune
     R("GET", "/deviceManagement/managedDevices", MANAGED_READ, h.list_of("managedDevices"),
       MANAGED_DEVICES),

@@ -58,6 +58,10 @@ class Faults:
     truncate_path: str | None = None  # regex: the list stops after page 1, no nextLink
     expire_token_after: int = 0  # after N requests the then-current token gets 401
     crash_after_writes: int = 0  # os._exit(137) right after the Nth write is saved
+    # replication lag: after DELETE /users/{id} the user is gone from /users at once but
+    # shows in deletedItems (list, GET, DELETE) only after this many further requests; 404
+    # until then, as a directory replica that has not seen the delete yet answers
+    deleted_lag_requests: int = 0
     fail_writes: dict[str, int] = field(default_factory=dict)  # regex on path -> status
 
     @classmethod
@@ -106,6 +110,22 @@ class SandboxTenant:
         self.requests: list[RequestRecord] = []
         # Bumped on every change through add/remove/touch; list cursors use it.
         self.version: int = 0
+        # deleted item id -> requests until it becomes visible (Faults.deleted_lag_requests);
+        # in memory only: another process comes later, when replication is done
+        self.replicating: dict[str, int] = {}
+
+    def tick(self) -> None:
+        """One request went by: replication moves on."""
+        for object_id in list(self.replicating):
+            self.replicating[object_id] -= 1
+            if self.replicating[object_id] < 0:
+                del self.replicating[object_id]
+
+    def deleted_item(self, object_id: str) -> dict[str, Any] | None:
+        """A deleted item as a (possibly lagging) replica sees it."""
+        if object_id in self.replicating:
+            return None
+        return self.get("deletedItems", object_id)
 
     # ---- objects ----------------------------------------------------------------------
 

@@ -78,6 +78,7 @@ class SandboxTransport(httpx.AsyncBaseTransport):
         await request.aread()
         self._count += 1
         n = self._count
+        self.tenant.tick()
         request_id = str(uuid.uuid4())
         client_request_id = request.headers.get("client-request-id")
         version, path = _split_version(request.url.path)
