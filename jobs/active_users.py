@@ -44,7 +44,8 @@ from agent.errors import DapError, GraphError, UsageError
 from agent.exports import Sheet, render_csv, render_xlsx, sha256_hex
 from agent.files import remove_stale_temporaries, write_atomic
 from agent.graph import licensing
-from agent.graph.licensing import LicensedUser, MailAttachment, SubscribedSku
+from agent.graph.licensing import LicensedUser, SubscribedSku
+from agent.graph.mail import UPLOAD_MAX, Attachment, send_mail
 from agent.job import Accounts, JobContext, JobPolicy, JobSpec
 from agent.run import Subject, iso_z
 from agent.workdays import LiberationDay, WorkdayCalendar, local_date
@@ -80,7 +81,6 @@ Category = Literal["e5", "exchange-only", "other"]
 CATEGORIES: tuple[Category, ...] = ("e5", "exchange-only", "other")
 
 SNAPSHOT_FORMAT = 1
-MAIL_ATTACHMENT_LIMIT = 3 * 1024 * 1024  # Graph: inline attachments up to 3 MB per request
 COLUMNS = (
     "user_id",
     "user_principal_name",
@@ -831,10 +831,10 @@ async def _deliver_mail(ctx: JobContext, policy: Policy, snapshot: dict[str, Any
                      f"{previous.get('run_id')}, which was interrupted while sending it: "
                      "sending it again, marked as a possible repeat")
     data = render_export(snapshot)
-    attach = len(data) <= MAIL_ATTACHMENT_LIMIT
+    attach = len(data) <= UPLOAD_MAX  # over 3 MiB it goes through an upload session
     if not attach:
-        ctx.run.warn(f"export is {len(data)} bytes, over the {MAIL_ATTACHMENT_LIMIT}-byte "
-                     "limit for a mail attachment: mailing the totals and checksum only")
+        ctx.run.warn(f"export is {len(data)} bytes, over the {UPLOAD_MAX}-byte limit for a "
+                     "mail attachment: mailing the totals and checksum only")
     subject = f"Active users {month}: {snapshot['totals']['active']}"
     text = _mail_text(snapshot, ctx.run.report.summary, export_path, attach)
     if repeat:
@@ -849,14 +849,14 @@ async def _deliver_mail(ctx: JobContext, policy: Policy, snapshot: dict[str, Any
                         before={"to": list(policy.deliver_to), "month": month,
                                 "possible_repeat": repeat}) as change:
         if change.execute:
-            attachments = ([MailAttachment(export_name(month), "text/csv", data)]
+            attachments = ([Attachment(export_name(month), "text/csv", data)]
                            if attach else [])
             write_atomic(state_file, _dump({**record, "status": "sending",
                                             "started_at": iso_z(ctx.now)}))
             try:
-                result = await licensing.send_mail(ctx.graph, policy.sender,
-                                                   policy.deliver_to, subject, text,
-                                                   attachments)
+                result = await send_mail(ctx.graph, sender=policy.sender,
+                                         to=policy.deliver_to, subject=subject, text=text,
+                                         attachments=attachments)
             except GraphError as exc:
                 if exc.status is not None:  # Graph answered: the mail was not sent
                     state_file.unlink(missing_ok=True)
@@ -865,7 +865,7 @@ async def _deliver_mail(ctx: JobContext, policy: Policy, snapshot: dict[str, Any
                                             "sent_at": iso_z(ctx.now),
                                             "request_id": result.request_id}))
             change.done(request_id=result.request_id, after={
-                "to": list(policy.deliver_to), "attachment": attach,
+                "to": list(policy.deliver_to), "attachment": attach, "via": result.via,
                 "export_sha256": snapshot["export"]["sha256"]})
     ctx.run.report.summary["mail"] = change.action.status
 

@@ -398,6 +398,34 @@ def test_a_failed_mail_is_partial_and_retried_by_the_next_final_run(tmp_path: Pa
     assert len(tenant.all("sentMail")) == 1
 
 
+def test_an_export_just_under_3_mib_is_still_attached(tmp_path: Path) -> None:
+    """Exports between ~2.9 and 3 MiB went inline as base64 over Graph's 4 MB request
+    limit (413 on every delivering run). Sizes around the limits: tests/test_mail.py."""
+    target = int(2.95 * 1024 * 1024)
+    settings = settings_for(tmp_path)
+    tenant = demo_tenant(MAY_12)
+    fillers = [tenant.add("users", b.user(f"vulling{i:05d}@{b.DOMAIN}", "x" * 200,
+                                          licenses=[base.EXCHANGESTANDARD]))
+               for i in range(6500)]
+    draft = go(tenant, settings, JOB, now=MAY_12)
+    missing = target - Path(draft.summary["export_path"]).stat().st_size
+    assert 0 < missing < len(fillers) * 56  # display names (256 at most) make up the rest
+    for user in fillers:
+        extra = min(56, missing)
+        user["displayName"] = "x" * (200 + extra)
+        missing -= extra
+    tenant.touch()
+    report = go(tenant, settings, JOB, now=MAY_12, final=True)
+    export = Path(report.summary["export_path"]).read_bytes()
+    assert len(export) == target
+    assert [(a.action, a.status) for a in report.actions] == [("send-mail", "done")]
+    assert report.actions[0].after is not None and report.actions[0].after["via"] == "draft"
+    [mail] = tenant.all("sentMail")
+    [attachment] = mail["message"]["attachments"]
+    assert base64.b64decode(attachment["contentBytes"]) == export
+    assert "(attached)" in mail["message"]["body"]["content"]
+
+
 # ---- warnings ------------------------------------------------------------------------------------
 
 def test_policy_mistakes_are_warnings(tmp_path: Path) -> None:

@@ -314,6 +314,19 @@ class GraphClient:
     async def delete(self, path: str, *, permission: str) -> WriteResult:
         return await self.write("DELETE", path, permission=permission, idempotent=True)
 
+    async def put_range(self, upload_url: str, chunk: bytes, *, start: int, total: int,
+                        permission: str) -> httpx.Response:
+        """PUT one byte range to a pre-authenticated upload URL (an Outlook attachment
+        session on outlook.office.com). Without our bearer token: the URL carries its own,
+        and ours is for Graph only (https://learn.microsoft.com/graph/outlook-large-attachments).
+        Not repeated on a lost connection: the session may have taken the range."""
+        if urlsplit(upload_url).scheme != "https":
+            raise GraphDataError("upload URL is not https: not used")
+        headers = {"Content-Type": "application/octet-stream",
+                   "Content-Range": f"bytes {start}-{start + len(chunk) - 1}/{total}"}
+        return await self._request("PUT", upload_url, permission=permission, content=chunk,
+                                   headers=headers, idempotent=False, authorize=False)
+
     # ---- one request, with the one retry layer ----------------------------------------
 
     async def _request(
@@ -326,6 +339,8 @@ class GraphClient:
         json_body: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool = True,
+        content: bytes | None = None,
+        authorize: bool = True,
     ) -> httpx.Response:
         policy = self._retry
         retrying = AsyncRetrying(
@@ -341,7 +356,8 @@ class GraphClient:
                 with attempt:
                     return await self._attempt(method, url, permission=permission, params=params,
                                                json_body=json_body, headers=headers or {},
-                                               idempotent=idempotent)
+                                               idempotent=idempotent, content=content,
+                                               authorize=authorize)
         except RetryError as exc:
             last = exc.last_attempt.exception()
             error = last.error if isinstance(last, _Retryable) else None
@@ -380,24 +396,27 @@ class GraphClient:
         json_body: Mapping[str, Any] | None,
         headers: Mapping[str, str],
         idempotent: bool,
+        content: bytes | None = None,
+        authorize: bool = True,
     ) -> httpx.Response:
         refreshed = False
         while True:
-            token = await self._tokens.token(refresh=refreshed)
             request_headers = {
                 **headers,
-                "Authorization": f"Bearer {token}",
                 # msgraph-core only adds it for Microsoft hosts: set it ourselves, always
                 "client-request-id": str(uuid.uuid4()),
             }
+            if authorize:
+                token = await self._tokens.token(refresh=refreshed)
+                request_headers["Authorization"] = f"Bearer {token}"
             if self._low_priority:
                 request_headers["x-ms-throttle-priority"] = "low"
             self.stats.requests += 1
             self.stats.by_path[f"{method} {path_key(url)}"] += 1
             try:
                 response = await self._http.request(
-                    method, url, params=params, json=json_body, headers=request_headers,
-                    extensions={KIOTA_OPTIONS: {}},
+                    method, url, params=params, json=json_body, content=content,
+                    headers=request_headers, extensions={KIOTA_OPTIONS: {}},
                 )
             except httpx.TimeoutException as exc:
                 raise self._transport_failure(method, url, "timed out", idempotent) from exc
@@ -410,7 +429,7 @@ class GraphClient:
             if status < 400:
                 return response
             code, message = _error_envelope(response)
-            if status == 401 and not refreshed:
+            if status == 401 and not refreshed and authorize:
                 refreshed = True  # an expired or revoked token: get a new one, once
                 continue
             if status == 401:

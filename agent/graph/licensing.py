@@ -1,4 +1,4 @@
-"""Licences: users with their licence fields, the tenant's SKUs, and sending a mail.
+"""Licences: users with their licence fields and the tenant's SKUs (mail: agent.graph.mail).
 
 One paged pass over `/users` (only the licence properties, `$top=999`) and one
 `/subscribedSkus` call give everything the active-user count needs: no per-user requests.
@@ -7,17 +7,15 @@ Raw Graph JSON is mapped here into small frozen dataclasses; nothing else sees i
 
 from __future__ import annotations
 
-import base64
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from agent.errors import GraphDataError
-from agent.graph.client import GraphClient, WriteResult
+from agent.graph.client import GraphClient
 
 USERS_PERMISSION = "User.Read.All"
 SKUS_PERMISSION = "Organization.Read.All"
-MAIL_PERMISSION = "Mail.Send"
 USERS_PAGE_SIZE = 999  # the documented maximum for /users (500 only with signInActivity)
 USER_SELECT = (
     "id",
@@ -62,13 +60,6 @@ class SubscribedSku:
     capability_status: str  # Enabled, Warning, Suspended, Deleted, LockedOut
     enabled_units: int  # prepaidUnits.enabled
     consumed_units: int
-
-
-@dataclass(frozen=True, slots=True)
-class MailAttachment:
-    name: str
-    content_type: str
-    content: bytes
 
 
 def _text(value: Any) -> str:
@@ -151,35 +142,3 @@ async def subscribed_skus(graph: GraphClient) -> list[SubscribedSku]:
     async for page, _ in graph.iter_pages("/subscribedSkus", permission=SKUS_PERMISSION):
         skus.extend(parse_sku(raw) for raw in page if isinstance(raw, dict))
     return skus
-
-
-def mail_body(sender: str, to: Sequence[str], subject: str, text: str,
-              attachments: Sequence[MailAttachment] = ()) -> dict[str, Any]:
-    """The `sendMail` request body (plain text; file attachments inline, base64)."""
-    message: dict[str, Any] = {
-        "subject": subject,
-        "body": {"contentType": "Text", "content": text},
-        "toRecipients": [{"emailAddress": {"address": a}} for a in to],
-    }
-    if attachments:
-        message["attachments"] = [
-            {
-                "@odata.type": "#microsoft.graph.fileAttachment",
-                "name": a.name,
-                "contentType": a.content_type,
-                "contentBytes": base64.b64encode(a.content).decode("ascii"),
-            }
-            for a in attachments
-        ]
-    return {"message": message, "saveToSentItems": True}
-
-
-async def send_mail(graph: GraphClient, sender: str, to: Sequence[str], subject: str,
-                    text: str, attachments: Sequence[MailAttachment] = ()) -> WriteResult:
-    """Send a mail from `sender`'s mailbox (application permission Mail.Send).
-
-    Not idempotent: a send that may have reached Graph is not repeated.
-    """
-    return await graph.post(f"/users/{sender}/sendMail",
-                            mail_body(sender, to, subject, text, attachments),
-                            permission=MAIL_PERMISSION)

@@ -9,7 +9,6 @@ wipe/retire move `managementState` to *Pending, BitLocker keys are never listed 
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -199,29 +198,6 @@ def revoke_sessions(call: Call, spec: ListSpec | None) -> Reply:
     target["signInSessionsValidFromDateTime"] = iso(call.tenant.now)
     call.tenant.touch()
     return Reply(200, {"@odata.context": f"{call.base}/$metadata#Edm.Boolean", "value": True})
-
-
-def send_mail(call: Call, spec: ListSpec | None) -> Reply:
-    sender = call.tenant.find_user(call.args["id"])
-    if sender is None:
-        raise GraphFault(404, f"The requested user '{call.args['id']}' is invalid.",
-                         code="ErrorInvalidUser")
-    if not sender.get("mail"):
-        raise GraphFault(404, "The mailbox is either inactive, soft-deleted, or is hosted "
-                              "on-premise.", code="MailboxNotEnabledForRESTAPI")
-    body = _body(call)
-    message = body.get("message")
-    if not isinstance(message, dict) or not message.get("toRecipients"):
-        raise GraphFault(400, "At least one recipient is required, but none were found.",
-                         code="ErrorInvalidRecipients")
-    call.tenant.add("sentMail", {
-        "id": str(uuid.uuid4()),
-        "from": sender["userPrincipalName"],
-        "sentDateTime": iso(call.tenant.now),
-        "saveToSentItems": body.get("saveToSentItems", True),
-        "message": message,
-    })
-    return Reply(202)
 
 
 # ---- groups ----------------------------------------------------------------------------------

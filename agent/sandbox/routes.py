@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.sandbox import handlers as h
+from agent.sandbox import mail
 from agent.sandbox.listing import ListSpec
 
 _EQ = frozenset({"eq", "in"})
@@ -151,6 +152,7 @@ USER_DELETE = ("User.DeleteRestore.All", "User.ReadWrite.All")
 USER_PURGE = ("User.DeleteRestore.All",)
 USER_REVOKE = ("User.RevokeSessions.All", "User.ReadWrite.All", "Directory.ReadWrite.All")
 MAIL_SEND = ("Mail.Send",)
+MAIL_WRITE = ("Mail.ReadWrite",)
 GROUP_MEMBERS = ("GroupMember.Read.All", "Group.Read.All", "GroupMember.ReadWrite.All",
                  "Group.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All")
 GROUP_READ = ("Group.Read.All", "Group.ReadWrite.All", "Directory.Read.All",
@@ -280,7 +282,15 @@ ROUTES: tuple[Route, ...] = (
     R("PATCH", "/users/{id}", USER_PATCH, h.patch_user, USERS, write=True),
     R("DELETE", "/users/{id}", USER_DELETE, h.delete_user, USERS, write=True),
     R("POST", "/users/{id}/revokeSignInSessions", USER_REVOKE, h.revoke_sessions, write=True),
-    R("POST", "/users/{id}/sendMail", MAIL_SEND, h.send_mail, write=True),
+    # mail (agent/sandbox/mail.py): sendMail, or a draft with attachments, then send
+    R("POST", "/users/{id}/sendMail", MAIL_SEND, mail.send_mail, write=True),
+    R("POST", "/users/{id}/messages", MAIL_WRITE, mail.create_message, write=True),
+    R("DELETE", "/users/{id}/messages/{mid}", MAIL_WRITE, mail.delete_message, write=True),
+    R("POST", "/users/{id}/messages/{mid}/attachments", MAIL_WRITE, mail.add_attachment,
+      write=True),
+    R("POST", "/users/{id}/messages/{mid}/attachments/createUploadSession", MAIL_WRITE,
+      mail.create_upload_session, write=True),
+    R("POST", "/users/{id}/messages/{mid}/send", MAIL_SEND, mail.send_draft, write=True),
     # groups
     R("GET", "/groups", GROUP_READ, h.list_of("groups"), GROUPS),
     R("GET", "/groups/{id}", GROUP_READ, h.get_from("groups"), GROUPS),

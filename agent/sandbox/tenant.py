@@ -36,6 +36,8 @@ COLLECTIONS: tuple[str, ...] = (
     "servicePrincipals",
     "secureScores",
     "sentMail",
+    "messages",  # drafts (agent/sandbox/mail.py)
+    "uploadSessions",
 )
 
 FAULTS_ENV = "DAP_AGENT_SANDBOX_FAULTS"

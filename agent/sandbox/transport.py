@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from agent.sandbox import auth, routes
+from agent.sandbox import auth, mail, routes
 from agent.sandbox.auth import Claims, TokenError
 from agent.sandbox.listing import Cursors
 from agent.sandbox.tenant import RequestRecord, SandboxTenant
@@ -125,6 +125,10 @@ class SandboxTransport(httpx.AsyncBaseTransport):
 
         faults = self.tenant.faults
         retry = {"Retry-After": _retry_after(faults.retry_after)}
+        if len(request.content) > mail.MAX_REQUEST_BYTES:
+            return error(mail.too_large(len(request.content)), "too-large")
+        if request.url.host == mail.OUTLOOK_HOST:  # an upload URL: no Graph token, no route
+            return self._upload(request)
         if faults.throttle_every and n % faults.throttle_every == 0:
             return error(GraphFault(429, "Please retry again later.", code="TooManyRequests",
                                     headers=retry), "throttle")
@@ -162,6 +166,16 @@ class SandboxTransport(httpx.AsyncBaseTransport):
         except GraphFault as fault:
             return error(fault, fault.tag)
         return self._render(reply, path)
+
+    def _upload(self, request: httpx.Request) -> _Prepared:
+        with self._locked(True):
+            status, headers, body = mail.upload_range(self.tenant, request)
+            if status < 400:
+                self._persist()
+        content = b"" if body is None else _dumps(body)
+        if body is not None:
+            headers = {"content-type": "application/json", **headers}
+        return _Prepared(status, headers, content)
 
     def _render(self, reply: Reply, path: str) -> _Prepared:
         faults = self.tenant.faults
