@@ -32,8 +32,10 @@ Rules (product-spec.md) and how each is read:
   `check_settings_catalog = false` (then the detail says they were not checked).
 - DEV-STALE: no Intune check-in (`lastSyncDateTime`) for more than `stale_after_days`.
 
-A device list shorter than Graph's `@odata.count` fails the run (GraphDataError): a
-truncated list must never pass for a clean tenant.
+A device list shorter than Graph says it is fails the run (GraphDataError): Entra's
+against `@odata.count`, Intune's against `managedDeviceOverview.mdmEnrolledCount` (Intune
+documents no whole-collection `@odata.count`). A truncated list must never pass for a
+clean tenant.
 """
 
 from __future__ import annotations
@@ -519,7 +521,7 @@ def evaluate(inventory: Inventory, policy: Policy, *, now: datetime,
                         "linux_compliance_requires_encryption)")
     for item in inventory.completeness:
         if item.reported is None:
-            warnings.append(f"{item.collection}: Graph returned no @odata.count, so the "
+            warnings.append(f"{item.collection}: Graph returned no {item.source}, so the "
                             "completeness of the list could not be verified")
 
     rows.sort(key=lambda r: (r.record != "intune", r.platform, r.name.casefold(), r.device_id))
@@ -547,7 +549,8 @@ def evaluate(inventory: Inventory, policy: Policy, *, now: datetime,
                           "windows_devices_escrowed": escrowed},
         "removable_media": removable,
         "linux_encryption_policies": [p.name for p in inventory.linux_policies],
-        "completeness": {c.collection: {"read": c.read, "reported": c.reported}
+        "completeness": {c.collection: {"read": c.read, "reported": c.reported,
+                                        "source": c.source}
                          for c in inventory.completeness},
     }
     return Evaluation(findings=findings, rows=rows, summary=summary, warnings=warnings)

@@ -45,8 +45,9 @@ async def test_demo_tenant_each_rule_fires_exactly_where_built(tmp_path: Path) -
     summary = report.summary
     assert summary["cloud_pcs_recognised"] == 1
     assert summary["registrations_not_checked"] == {"disabled": 1, "stale": 1}
-    assert summary["completeness"]["managedDevices"]["read"] == \
-        summary["completeness"]["managedDevices"]["reported"]
+    managed = summary["completeness"]["managedDevices"]
+    assert managed["source"] == "managedDeviceOverview.mdmEnrolledCount"
+    assert managed["read"] == len(tenant.all("managedDevices")) >= managed["reported"] > 0
 
 
 def test_export_one_row_per_device_private_and_hashed(tmp_path: Path) -> None:
@@ -72,14 +73,16 @@ async def test_one_paged_pass_per_collection_and_no_per_device_request(tmp_path:
     paths = [r.path for r in tenant.requests]
     per_path = {p: paths.count(p) for p in set(paths)}
     assert per_path == {
-        dev.MANAGED_DEVICES_PATH: 1, dev.DEVICES_PATH: 1, dev.RECOVERY_KEYS_PATH: 1,
+        dev.MANAGED_DEVICES_PATH: 1, dev.MANAGED_OVERVIEW_PATH: 1, dev.DEVICES_PATH: 1,
+        dev.RECOVERY_KEYS_PATH: 1,
         dev.CONFIGURATIONS_PATH: 1, dev.COMPLIANCE_POLICIES_PATH: 1,
         f"{dev.COMPLIANCE_POLICIES_PATH}/{seed_devices.LINUX_ENCRYPTION_POLICY_ID}"
         "/deviceStatuses": 1,
         dev.CATALOG_POLICIES_PATH: 1,  # the one Graph beta read (settings catalog)
     }
     managed = next(r for r in tenant.requests if r.path == dev.MANAGED_DEVICES_PATH)
-    assert managed.query["$top"] == "1000" and managed.query["$count"] == "true"
+    # no $count: Intune documents no whole-collection @odata.count
+    assert managed.query["$top"] == "1000" and "$count" not in managed.query
     keys = next(r for r in tenant.requests if r.path == dev.RECOVERY_KEYS_PATH)
     assert "$top" not in keys.query
     assert "key" not in keys.query["$select"].split(",")
@@ -106,9 +109,37 @@ async def test_truncated_device_list_fails_the_run(tmp_path: Path) -> None:
         await run_on(tenant, settings_for(tmp_path), "device-compliance", now=NOW)
     report = caught.value.report  # type: ignore[attr-defined]
     assert report.status == "failed"
-    assert "@odata.count" in (report.error or "")
+    assert "MDM-enrolled devices (/deviceManagement/managedDeviceOverview)" in \
+        (report.error or "")
+    assert "held 1000" in (report.error or "")
     assert not report.findings  # nothing that could pass for a clean tenant
     assert not list((tmp_path / "state").glob("exports/devices-*.csv"))
+
+
+async def test_page_sized_odata_count_of_intune_does_not_fail_a_big_tenant(
+        tmp_path: Path) -> None:
+    """Intune may answer `$count=true` with the page's size (the sandbox does): the job
+    neither asks for it nor trusts it, and 2,200 devices over 3 pages pass."""
+    tenant = _big_tenant()
+    for n in range(1000):
+        tenant.add("managedDevices", b.managed_device(f"MORE-{n:05d}", last_sync=NOW))
+    report = await run_on(tenant, settings_for(tmp_path), "device-compliance", now=NOW)
+    assert report.status == "ok", report.error
+    total = len(tenant.all("managedDevices"))
+    assert total > 2000
+    assert report.summary["completeness"]["managedDevices"]["read"] == total
+    assert report.summary["devices"]["intune_managed"] == total
+
+
+async def test_devices_intune_lists_beyond_mdm_do_not_fail_the_guard(tmp_path: Path) -> None:
+    """mdmEnrolledCount is a lower bound: an Exchange-only record in the list is no gap."""
+    tenant = device_tenant()
+    tenant.add("managedDevices", b.managed_device("EAS-ONLY-PHONE", os="iOS", last_sync=NOW,
+                                                  managementAgent="eas"))
+    report = await run_on(tenant, settings_for(tmp_path), "device-compliance", now=NOW)
+    assert report.status == "ok", report.error
+    seen = report.summary["completeness"]["managedDevices"]
+    assert seen["read"] == seen["reported"] + 1
 
 
 async def test_truncated_entra_list_fails_the_run(tmp_path: Path) -> None:
@@ -162,3 +193,29 @@ async def test_settings_catalog_read_can_be_turned_off(tmp_path: Path) -> None:
     assert not any(r.path == dev.CATALOG_POLICIES_PATH for r in tenant.requests)
     finding = next(f for f in report.findings if f.rule == "POL-REMOVABLE-MEDIA")
     assert "were not checked" in finding.detail
+
+
+async def test_a_large_endpoint_security_policy_is_read_to_its_last_setting(
+        tmp_path: Path) -> None:
+    """Settings are paged: the removable-drive setting as the 250th of 300 settings (past
+    what `$expand=settings` inlines and past the first page) still counts, so no false
+    POL-REMOVABLE-MEDIA."""
+    from agent.sandbox import routes
+
+    tenant = device_tenant()
+    name = "ES - Disk encryption (large)"
+    policy_id = b.oid(f"configurationPolicy:{name}")
+    filler = [b.catalog_setting(f"device_vendor_msft_policy_config_filler_{n}", n, index=n)
+              for n in range(300)]
+    filler[250] = b.catalog_setting(dev.REMOVABLE_DENY_SETTING,
+                                    f"{dev.REMOVABLE_DENY_SETTING}_1", index=250)
+    assert max(routes.SETTINGS_INLINE, routes.SETTINGS_PAGE) < 250
+    tenant.add("configurationPolicies", b.configuration_policy(
+        name, platforms="windows10", settings=filler,
+        assignments=[b.assignment(policy_id, all_devices=True)]))
+    report = await run_on(tenant, settings_for(tmp_path), "device-compliance", now=NOW)
+    assert report.status == "ok", report.error
+    assert "POL-REMOVABLE-MEDIA" not in fired_from_report(report.findings)
+    settings_path = f"{dev.CATALOG_POLICIES_PATH}/{policy_id}/settings"
+    pages = [r for r in tenant.requests if r.path == settings_path]
+    assert len(pages) == math.ceil(300 / routes.SETTINGS_PAGE)

@@ -6,10 +6,15 @@ JSON all at once). The job joins them in memory by id; nothing here asks per dev
 
 What Graph v1.0 offers, and what we chose (see the job's module docstring too):
 - `/deviceManagement/managedDevices`: `$top` 1000 (Microsoft's stated default limit; no
-  documented maximum), `$count=true`. Intune has been seen to end a device list early
-  without a next link, so the rows read are compared with `@odata.count` and a mismatch
-  raises `GraphDataError`: a truncated list must fail the run, never look like a clean
-  tenant.
+  documented maximum), no `$count`: Microsoft documents no meaning of `@odata.count` for
+  Intune lists and tenants have answered with a page-sized count. Intune has been seen to
+  end a device list early without a next link, so the completeness guard stands on
+  documented ground instead: `/deviceManagement/managedDeviceOverview` (same permission)
+  counts the MDM-enrolled devices (`mdmEnrolledCount`), every one of which is a managed
+  device; a list holding fewer raises `GraphDataError`: a truncated list must fail the
+  run, never look like a clean tenant. (The overview is read first: a device enrolled
+  while the list is read only makes the list longer; one removed meanwhile, rare, makes
+  the run fail and the next one pass.)
 - `/devices`: `$top` 999, `$count=true` (+ ConsistencyLevel: eventual, which the client
   sends with `count`), same completeness check: a truncated list would hide unmanaged
   devices.
@@ -33,7 +38,7 @@ What Graph v1.0 offers, and what we chose (see the job's module docstring too):
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -47,6 +52,7 @@ PERM_DEVICES = "Device.Read.All"
 PERM_BITLOCKER = "BitlockerKey.ReadBasic.All"
 
 MANAGED_DEVICES_PATH = "/deviceManagement/managedDevices"
+MANAGED_OVERVIEW_PATH = "/deviceManagement/managedDeviceOverview"
 DEVICES_PATH = "/devices"
 RECOVERY_KEYS_PATH = "/informationProtection/bitlocker/recoveryKeys"
 CONFIGURATIONS_PATH = "/deviceManagement/deviceConfigurations"
@@ -190,13 +196,26 @@ class DeviceStatus:
 
 @dataclass(frozen=True, slots=True)
 class Completeness:
+    """Rows read against what Graph says the collection holds.
+
+    `source` names that figure: "@odata.count" (the whole collection: the directory's
+    documented count) or "managedDeviceOverview.mdmEnrolledCount" (a lower bound: Intune
+    lists other devices too, e.g. Exchange-only ones)."""
+
     collection: str
     read: int
     reported: int | None
+    source: str = "@odata.count"
+
+    @property
+    def lower_bound(self) -> bool:
+        return self.source != "@odata.count"
 
     @property
     def verified(self) -> bool:
-        return self.reported is not None and self.reported == self.read
+        if self.reported is None:
+            return False
+        return self.read >= self.reported if self.lower_bound else self.read == self.reported
 
 
 # ---- parsing helpers -------------------------------------------------------------------
@@ -364,11 +383,15 @@ def device_configuration_from(raw: Mapping[str, Any]) -> DeviceConfiguration:
 REMOVABLE_DENY_SETTING = "device_vendor_msft_bitlocker_removabledrivesrequireencryption"
 
 
-def catalog_policy_from(raw: Mapping[str, Any]) -> CatalogPolicy:
-    """A settings-catalog policy read with `$expand=settings,assignments`."""
+def catalog_policy_from(raw: Mapping[str, Any],
+                        settings: Iterable[Any] | None = None) -> CatalogPolicy:
+    """A settings-catalog policy read with `$expand=assignments`; `settings` from its own
+    paged list (default: an inline `settings` list, as a single GET may carry)."""
     deny: bool | None = None
-    settings = raw.get("settings")
-    for setting in settings if isinstance(settings, list) else ():
+    if settings is None:
+        inline = raw.get("settings")
+        settings = inline if isinstance(inline, list) else ()
+    for setting in settings:
         instance = setting.get("settingInstance") if isinstance(setting, Mapping) else None
         if not isinstance(instance, Mapping) or \
                 instance.get("settingDefinitionId") != REMOVABLE_DENY_SETTING:
@@ -409,17 +432,20 @@ def status_device_id(status: DeviceStatus, known: Set[str]) -> str | None:
 # ---- reads -----------------------------------------------------------------------------
 
 async def managed_devices(graph: GraphClient) -> tuple[list[ManagedDevice], Completeness]:
-    """Every Intune managed device; raises GraphDataError when the list comes back short."""
+    """Every Intune managed device; raises GraphDataError when the list comes back short
+    of Intune's own count of MDM-enrolled devices."""
+    # learn.microsoft.com/graph/api/intune-devices-manageddeviceoverview-get
+    overview = await graph.get(MANAGED_OVERVIEW_PATH, permission=PERM_MANAGED_DEVICES)
+    enrolled = overview.get("mdmEnrolledCount")
     devices: list[ManagedDevice] = []
-    reported: int | None = None
-    first = True
-    async for page, count in graph.iter_pages(
+    async for page, _ in graph.iter_pages(
             MANAGED_DEVICES_PATH, permission=PERM_MANAGED_DEVICES,
-            select=MANAGED_DEVICE_SELECT, top=MANAGED_DEVICES_TOP, count=True):
-        if first:
-            reported, first = count, False
+            select=MANAGED_DEVICE_SELECT, top=MANAGED_DEVICES_TOP):
         devices.extend(managed_device_from(raw) for raw in page)
-    completeness = Completeness("managedDevices", len(devices), reported)
+    completeness = Completeness(
+        "managedDevices", len(devices),
+        enrolled if isinstance(enrolled, int) and not isinstance(enrolled, bool) else None,
+        source="managedDeviceOverview.mdmEnrolledCount")
     _check_complete(completeness, MANAGED_DEVICES_PATH)
     return devices, completeness
 
@@ -441,11 +467,14 @@ async def entra_devices(graph: GraphClient) -> tuple[list[EntraDevice], Complete
 
 
 def _check_complete(completeness: Completeness, path: str) -> None:
-    if completeness.reported is not None and completeness.reported != completeness.read:
-        raise GraphDataError(
-            f"GET {path}: Graph reported {completeness.reported} objects (@odata.count) but "
-            f"the pages held {completeness.read}: the list is incomplete, so no result of "
-            "this run can be trusted; run again later")
+    if completeness.reported is None or completeness.verified:
+        return
+    what = (f"Intune counts {completeness.reported} MDM-enrolled devices "
+            f"({MANAGED_OVERVIEW_PATH})" if completeness.lower_bound else
+            f"Graph reported {completeness.reported} objects (@odata.count)")
+    raise GraphDataError(
+        f"GET {path}: {what} but the pages held {completeness.read}: the list is "
+        "incomplete, so no result of this run can be trusted; run again later")
 
 
 async def recovery_keys(graph: GraphClient) -> list[RecoveryKey]:
@@ -470,14 +499,36 @@ CATALOG_POLICIES_PATH = "/deviceManagement/configurationPolicies"
 
 
 async def catalog_policies(graph: GraphClient) -> list[CatalogPolicy]:
-    """Settings-catalog / endpoint-security policies with settings and assignments (beta)."""
-    policies: list[CatalogPolicy] = []
+    """Settings-catalog / endpoint-security policies with settings and assignments (beta).
+
+    `$expand=settings` inlines only the first settings of a policy, with no next link to
+    the rest: a large endpoint-security policy came back cut short (and its removable-drive
+    setting missed). So settings are read from each Windows policy's own paged list,
+    `/configurationPolicies/{id}/settings`, to its last next link; policies of other
+    platforms cannot hold the BitLocker setting and cost no request.
+    """
+    listed: list[dict[str, Any]] = []
     async for page, _ in graph.iter_pages(CATALOG_POLICIES_PATH, permission=PERM_CONFIGURATION,
                                           select=("id", "name", "platforms"),
-                                          params={"$expand": "settings,assignments"},
+                                          params={"$expand": "assignments"},
                                           version="beta"):
-        policies.extend(catalog_policy_from(raw) for raw in page)
+        listed.extend(raw for raw in page if isinstance(raw, dict))
+    policies: list[CatalogPolicy] = []
+    for raw in listed:
+        policy_id = _required_id(raw, CATALOG_POLICIES_PATH)
+        settings: list[Any] = []
+        if _is_windows(raw.get("platforms")):
+            async for page, _ in graph.iter_pages(
+                    f"{CATALOG_POLICIES_PATH}/{policy_id}/settings",
+                    permission=PERM_CONFIGURATION, version="beta"):
+                settings.extend(page)
+        policies.append(catalog_policy_from(raw, settings))
     return policies
+
+
+def _is_windows(platforms: Any) -> bool:
+    """deviceManagementConfigurationPlatforms is a flags enum ("windows10, macOS")."""
+    return "windows" in str(platforms or "").casefold()
 
 
 async def compliance_policies(graph: GraphClient) -> list[CompliancePolicy]:

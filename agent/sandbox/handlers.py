@@ -79,9 +79,12 @@ def sub_list(collection: str, key: str) -> Handler:
     return handler
 
 
-def expand_key(key: str) -> listing.Expander:
-    """$expand of a relation kept in an underscore key (assignments, settings)."""
-    return lambda call, obj: [dict(x) for x in obj.get(key) or ()]
+def expand_key(key: str, limit: int | None = None) -> listing.Expander:
+    """$expand of a relation kept in an underscore key (assignments, settings).
+
+    `limit`: Graph inlines at most this many (a page), silently: the rest only comes from
+    the relation's own paged list (`/{id}/settings`)."""
+    return lambda call, obj: [dict(x) for x in (obj.get(key) or ())[:limit]]
 
 
 def directory_object(tenant: SandboxTenant, object_id: str) -> dict[str, Any] | None:
@@ -357,6 +360,47 @@ def device_action(action: str) -> Handler:
         return Reply(204)
 
     return handler
+
+
+def managed_device_overview(call: Call, spec: ListSpec | None) -> Reply:
+    """GET /deviceManagement/managedDeviceOverview: Intune's own counts of its devices.
+
+    Counted from the managed devices. MDM: every managementAgent that includes
+    MDM (mdm, easMdm, configurationManagerClientMdm, ...); the PC agent (intuneClient) is
+    not enrolled ("Does not include PC devices managed via Intune PC Agent").
+    """
+    devices = list(call.tenant.collections["managedDevices"].values())
+    agents = [str(d.get("managementAgent") or "mdm") for d in devices]
+    os_counts: Counter[str] = Counter()
+    for d in devices:
+        os_counts[_os_bucket(str(d.get("operatingSystem") or ""))] += 1
+    body: dict[str, Any] = {
+        "@odata.context": f"{call.base}/$metadata#deviceManagement/managedDeviceOverview/$entity",
+        "id": "managedDeviceOverview",
+        "enrolledDeviceCount": sum(1 for a in agents if a != "intuneClient"),
+        "mdmEnrolledCount": sum(1 for a in agents if "mdm" in a.lower()),
+        "dualEnrolledDeviceCount": sum(1 for a in agents if "mdm" in a.lower()
+                                       and "eas" in a.lower()),
+        "deviceOperatingSystemSummary": {
+            "androidCount": os_counts["android"], "iosCount": os_counts["ios"],
+            "macOSCount": os_counts["macos"], "windowsMobileCount": 0,
+            "windowsCount": os_counts["windows"], "unknownCount": os_counts["unknown"],
+            "androidDedicatedCount": 0, "androidDeviceAdminCount": 0,
+            "androidFullyManagedCount": 0, "androidWorkProfileCount": 0,
+            "androidCorporateWorkProfileCount": 0, "configMgrDeviceCount": 0},
+        "deviceExchangeAccessStateSummary": {
+            "allowedDeviceCount": 0, "blockedDeviceCount": 0, "quarantinedDeviceCount": 0,
+            "unknownDeviceCount": 0, "unavailableDeviceCount": 0},
+    }
+    return Reply(200, body)
+
+
+def _os_bucket(name: str) -> str:
+    lowered = name.lower()
+    for bucket in ("windows", "ios", "android", "macos"):
+        if lowered.startswith(bucket) or (bucket == "ios" and lowered.startswith("ipados")):
+            return bucket
+    return "unknown"
 
 
 # ---- BitLocker -------------------------------------------------------------------------------

@@ -46,6 +46,12 @@ class ListSpec:
     gated: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # property -> permissions without which Graph serves it as null, silently
     masked: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # What `$count=true` answers. "collection": the matching objects (the directory
+    # documents this for advanced queries). "page": the items of the page only. Microsoft
+    # documents no meaning of @odata.count for Intune lists, and reports in the Graph SDK and
+    # docs repositories disagree on what it returns, so the sandbox answers the least useful
+    # way a real tenant may: a page-sized count (a whole-collection count must not be relied on).
+    count_scope: str = "collection"
 
 
 class Cursors:
@@ -268,7 +274,7 @@ def serve(call: Call, spec: ListSpec, source: Iterable[Mapping[str, Any]]) -> Re
     context = spec.context + (f"({','.join(select)})" if select else "")
     body: dict[str, Any] = {"@odata.context": f"{call.base}/$metadata#{context}"}
     if count and token is None:
-        body["@odata.count"] = len(matches)
+        body["@odata.count"] = len(page) if spec.count_scope == "page" else len(matches)
     body["value"] = values
     more = offset + size < len(matches)
     if more:

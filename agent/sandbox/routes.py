@@ -202,12 +202,15 @@ SERVICE_PRINCIPALS = ListSpec("servicePrincipal", "servicePrincipals", "director
 SKUS = ListSpec("subscribedSku", "subscribedSkus", "directory", FILTERABLE["subscribedSkus"],
                 max_top=None)
 MANAGED_DEVICES = ListSpec("managedDevice", "deviceManagement/managedDevices", "intune",
-                           FILTERABLE["managedDevices"], max_top=1000, page_size=1000)
+                           FILTERABLE["managedDevices"], max_top=1000, page_size=1000,
+                           count_scope="page")
 RECOVERY_KEYS = ListSpec("bitlockerRecoveryKey", "informationProtection/bitlocker/recoveryKeys",
                          "other", FILTERABLE["recoveryKeys"], max_top=0,
                          default_select=("id", "createdDateTime", "volumeType", "deviceId"),
                          gated={"key": ("BitlockerKey.Read.All",)})
 _ASSIGNMENTS = {"assignments": h.expand_key("_assignments")}
+SETTINGS_INLINE = 50  # settings a `$expand=settings` inlines (the rest is cut, silently)
+SETTINGS_PAGE = 100  # page of /configurationPolicies/{id}/settings (next links beyond)
 DEVICE_CONFIGURATIONS = ListSpec("deviceConfiguration", "deviceManagement/deviceConfigurations",
                                  "intune", FILTERABLE["deviceConfigurations"], max_top=1000,
                                  page_size=1000, expand=_ASSIGNMENTS)
@@ -218,11 +221,12 @@ COMPLIANCE_POLICIES = ListSpec("deviceCompliancePolicy",
 CONFIGURATION_POLICIES = ListSpec(
     "deviceManagementConfigurationPolicy", "deviceManagement/configurationPolicies", "intune",
     FILTERABLE["configurationPolicies"], max_top=1000, page_size=25,
-    expand={**_ASSIGNMENTS, "settings": h.expand_key("_settings")})
+    # a large endpoint-security policy comes back cut short inline: read /{id}/settings
+    expand={**_ASSIGNMENTS, "settings": h.expand_key("_settings", limit=SETTINGS_INLINE)})
 ASSIGNMENTS = ListSpec("deviceConfigurationAssignment", "assignments", "intune",
                        FILTERABLE["policyRelations"], max_top=1000, page_size=1000)
 SETTINGS = ListSpec("deviceManagementConfigurationSetting", "settings", "intune",
-                    FILTERABLE["policyRelations"], max_top=1000, page_size=1000)
+                    FILTERABLE["policyRelations"], max_top=1000, page_size=SETTINGS_PAGE)
 DEVICE_STATUSES = ListSpec("deviceComplianceDeviceStatus", "deviceStatuses", "intune",
                            FILTERABLE["policyRelations"], max_top=1000, page_size=1000)
 _ROLE_EXPAND = {"principal": h.expand_principal, "roleDefinition": h.expand_role_definition}
@@ -316,6 +320,8 @@ ROUTES: tuple[Route, ...] = (
       MANAGED_DEVICES),
     R("GET", "/deviceManagement/managedDevices/{id}", MANAGED_READ,
       h.get_from("managedDevices"), MANAGED_DEVICES),
+    R("GET", "/deviceManagement/managedDeviceOverview", MANAGED_READ,
+      h.managed_device_overview),
     R("POST", "/deviceManagement/managedDevices/{id}/wipe", MANAGED_PRIVILEGED,
       h.device_action("wipe"), MANAGED_DEVICES, write=True),
     R("POST", "/deviceManagement/managedDevices/{id}/retire", MANAGED_PRIVILEGED,
