@@ -85,16 +85,32 @@ async def test_malformed_first_page_is_a_data_error() -> None:
 
 
 async def test_truncated_list_says_more_than_it_gives() -> None:
-    tenant = faulty(Faults(truncate_path="managedDevices"))
+    # the directory's @odata.count is the whole collection's (Intune's is not: see
+    # test_intune_count_is_page_sized)
+    tenant = faulty(Faults(truncate_path="^/devices$"))
+    from agent.sandbox import builders as b
+    for i in range(8):
+        tenant.add("devices", b.device(f"EXTRA-{i}"))
+    total = len(tenant.all("devices"))
+    graph, _, _ = connect(tenant)
+    async with graph:
+        result = await graph.collect("/devices", permission="x", top=3, count=True)
+    assert result.reported_count == total and len(result.items) == 3 and result.pages == 1
+    assert tenant.requests[0].fault == "truncated"
+
+
+async def test_intune_count_is_page_sized() -> None:
+    """Intune documents no whole-collection @odata.count; the sandbox answers with the
+    page's size, the least useful answer a real tenant may give."""
+    tenant = faulty(Faults())
+    from agent.sandbox import builders as b
     for i in range(5):
-        from agent.sandbox import builders as b
         tenant.add("managedDevices", b.managed_device(f"EXTRA-{i}"))
     graph, _, _ = connect(tenant)
     async with graph:
         result = await graph.collect("/deviceManagement/managedDevices", permission="x",
                                      top=3, count=True)
-    assert result.reported_count == 8 and len(result.items) == 3 and result.pages == 1
-    assert tenant.requests[0].fault == "truncated"
+    assert result.reported_count == 3 < len(result.items) == len(tenant.all("managedDevices"))
 
 
 async def test_expired_token_is_refreshed_once_by_the_client() -> None:
