@@ -65,7 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="check or read the audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    audit_sub.add_parser("verify", help="exit 0 if the log is intact, 1 if not")
+    audit_sub.add_parser("init", help="start sealing the log; prints the verification key "
+                                      "once (keep it off this host)")
+    verify = audit_sub.add_parser("verify", help="exit 0 if the log is intact, 1 if not")
+    keys = verify.add_mutually_exclusive_group()
+    keys.add_argument("--key", metavar="KEY", help="the verification key: check every seal")
+    keys.add_argument("--key-file", metavar="FILE", help="read the verification key from FILE")
+    verify.add_argument("--checkpoint", action="append", default=[], metavar="SEQ:HASH",
+                        help="fail unless the log still holds this entry unchanged "
+                             "(repeatable; run reports, mails and notifications carry one)")
+    rotate = audit_sub.add_parser("rotate", help="move a broken log aside, start a new chain")
+    rotate.add_argument("--reason", required=True, metavar="TEXT",
+                        help="why (recorded in the new chain's first entry)")
     show = audit_sub.add_parser("show", help="a run's entries, or the latest runs")
     show.add_argument("run_id", nargs="?")
 
@@ -173,18 +184,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from agent.audit import cli as audit_cli
     from agent.runner import audit_log
 
-    log = audit_log(_settings(args))
+    settings = _settings(args)
+    log = audit_log(settings)
     if args.audit_command == "verify":
-        result = log.verify()
-        if result.ok:
-            print(f"audit log intact: {result.entries} entries ({log.path})")
-            return EXIT_OK
-        where = f"line {result.bad_line}: " if result.bad_line else ""
-        print(f"audit log NOT intact: {where}{result.problem} ({log.path}; "
-              f"{result.entries} entries before it verify)")
-        return 1
+        return audit_cli.verify(log, key=args.key, key_file=args.key_file,
+                                checkpoints=args.checkpoint)
+    if args.audit_command == "init":
+        return audit_cli.init(log)
+    if args.audit_command == "rotate":
+        return audit_cli.rotate(log, args.reason)
+    audit_cli.warn_if_broken(log)
     if args.run_id:
         entries = [e for e in log.entries() if e.get("run_id") == args.run_id]
         if not entries:

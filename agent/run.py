@@ -1,9 +1,11 @@
 """A run of a job: the run report it builds and the audit entries it writes as it goes.
 
-`Run` is a context manager: entering writes `run-started`, leaving writes `run-finished`
-(or `run-failed`). Every tenant change goes through `Run.change`, which audits it as
-planned before it is made and as done/failed after, so a crash at any point leaves a log
-that says exactly which changes were made.
+`Run` is a context manager: entering checks the audit log's chain (a broken log stops the
+run before anything happens) and writes `run-started`; leaving stores the report (with the
+audit checkpoint it follows), writes `run-finished` (or `run-failed`) with the report's
+SHA-256, and ends the sealing epoch. Every tenant change goes through `Run.change`, which
+audits it as planned before it is made and as done/failed after, so a crash at any point
+leaves a log that says exactly which changes were made.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, Literal
 
 import structlog
 
-from agent.audit import AuditLog
+from agent.audit import AuditBrokenError, AuditLog
 from agent.errors import GraphAuthError, GraphError, RunInterrupted
 from agent.files import write_atomic_chunks
 from agent.rules import Severity as Severity  # re-exported: jobs import it from here
@@ -78,6 +80,7 @@ class RunReport:
     actions: list[Action] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    audit_checkpoint: str | None = None  # SEQ:HASH of the last entry before the report
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -209,6 +212,12 @@ class Run:
                            **data})
 
     def __enter__(self) -> Run:
+        try:
+            self.audit.check()  # never append to a log that fails its chain check
+        except AuditBrokenError as exc:
+            self.report.status, self.report.error = "failed", str(exc)
+            self.report.finished_at = iso_z(datetime.now(UTC))
+            raise
         self._audit("run-started", trigger=self.report.trigger, dry_run=self.dry_run,
                     **self._context)
         return self
@@ -224,6 +233,7 @@ class Run:
             report.status = "partial"
             if self.interrupted:
                 report.error = str(exc) if exc else "interrupted"
+        report.audit_checkpoint = self.audit.checkpoint()
         path, digest = self._store()
         entry: dict[str, Any] = {
             "status": report.status,
@@ -237,6 +247,7 @@ class Run:
             self._audit("run-failed", error=report.error, **entry)
         else:
             self._audit("run-finished", **entry)
+        self.audit.end_epoch()  # the run's entries are sealed for good: forward security
 
     def _store(self) -> tuple[Path, str]:
         path = self.runs_dir / f"{self.run_id}.json"

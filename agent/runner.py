@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from agent.audit import AuditLog
+from agent.audit import AuditBrokenError, AuditLog
 from agent.errors import RunInterrupted, UsageError
 from agent.files import make_private_dirs
 from agent.graph.client import GraphClient
@@ -57,6 +57,14 @@ def ensure_state_dir(settings: Settings) -> None:
 
 def audit_log(settings: Settings) -> AuditLog:
     return AuditLog(settings.state_dir / "audit.jsonl")
+
+
+def audit_broken(settings: Settings, exc: AuditBrokenError, job_id: str) -> None:
+    """A run refused to start on a broken audit log: say so loudly. The one place to
+    raise the `audit-broken` notification (once per break: the daemon retries)."""
+    log.error("audit log not intact: the run did not start and changed nothing",
+              job=job_id, file=str(exc.result.file), line=exc.result.bad_line,
+              problem=exc.result.problem)
 
 
 async def run_job(
@@ -118,6 +126,8 @@ async def run_job(
         except BaseException as exc:
             exc.report = run.report  # type: ignore[attr-defined]
             record_run(settings.state_dir, run.report)
+            if isinstance(exc, AuditBrokenError):
+                audit_broken(settings, exc, job_id)
             if isinstance(exc, RunInterrupted) or run.interrupted:
                 log.warning("run interrupted", status=run.report.status, error=run.report.error)
             else:

@@ -210,9 +210,10 @@ VOLATILE_SUMMARY = ("graph_requests",)
 
 def normalise(report: Any, root: Path) -> dict[str, Any]:
     """A report without what differs between two equal runs: run id, times, request ids,
-    the request count, and the state directory's location."""
+    the request count, the audit checkpoint (entries carry times), and the state
+    directory's location."""
     data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
-    for key in ("run_id", "started_at", "finished_at"):
+    for key in ("run_id", "started_at", "finished_at", "audit_checkpoint"):
         data.pop(key, None)
     for key in VOLATILE_SUMMARY:
         data["summary"].pop(key, None)
