@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, DapError, UsageError
+from agent.errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, DapError, UsageError
 
 if TYPE_CHECKING:
     from agent.run import RunReport
@@ -112,6 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dap-agent: interrupted", file=sys.stderr)
         return 130
+    except PermissionError as exc:  # most likely the service user's state, read by another
+        if args.debug:
+            raise
+        from agent.statedir import access_error
+
+        message = str(access_error(exc.filename or "?", setting="file"))
+        print(f"dap-agent: error: {redact_text(message)}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:
         if args.debug:
             raise
@@ -154,21 +162,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     from agent.jobstate import job_status
+    from agent.statedir import check_readable
 
     settings = _settings(args)
+    check_readable(settings.state_dir)
     rows = job_status(settings)
     print(f"{'JOB':<18} {'SCHEDULE':<24} {'NEXT RUN':<26} {'LAST RUN':<22} {'STATUS':<8} FINDINGS")
     for row in rows:
         print(f"{row.job:<18} {row.schedule:<24} {row.next_run or '-':<26} "
               f"{row.last_run or '-':<22} {row.status or '-':<8} "
               f"{'-' if row.findings is None else row.findings}")
+    from agent.credentials import certificate_summary
+
+    if (certificate := certificate_summary(settings)) is not None:
+        print(certificate)
     return EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from agent.statedir import check_readable
     from jobs.active_users import export_month
 
     settings = _settings(args)
+    check_readable(settings.state_dir)
     output = Path(args.output) if args.output else None
     path = export_month(settings.state_dir, args.month, args.format, output)
     print(path)
@@ -186,8 +202,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from agent.audit import cli as audit_cli
     from agent.runner import audit_log
+    from agent.statedir import check_readable
 
     settings = _settings(args)
+    check_readable(settings.state_dir)
     log = audit_log(settings)
     if args.audit_command == "verify":
         return audit_cli.verify(log, key=args.key, key_file=args.key_file,
@@ -225,8 +243,17 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     enabled = [spec for spec in REGISTRY.values()
                if settings.policy(spec.policy_section).enabled]
+    from agent.credentials import certificate_summary, check_credentials
+    from agent.statedir import check_writable
+
+    warnings = check_credentials(settings)
+    check_writable(settings.state_dir)
     print(f"configuration valid: tenant {settings.tenant_id}, graph {settings.graph_url}, "
           f"state {settings.state_dir}")
+    if (certificate := certificate_summary(settings)) is not None:
+        print(f"  {certificate}")
+    for warning in warnings:
+        print(f"warning: {warning}")
     for spec in enabled:
         mode = getattr(settings.policy(spec.policy_section), "mode", None)
         print(f"  {spec.id:<18} schedule {settings.policy(spec.policy_section).schedule!r}"

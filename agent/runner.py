@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from agent.audit import AuditBrokenError, AuditLog
+from agent.credentials import check_credentials
 from agent.errors import RunInterrupted, UsageError
 from agent.files import make_private_dirs
 from agent.graph.client import GraphClient
@@ -47,9 +48,15 @@ def agent_now(settings: Settings) -> datetime:
 
 
 def ensure_state_dir(settings: Settings) -> None:
+    from agent.statedir import access_error, check_writable
+
+    check_writable(settings.state_dir)
     try:
         make_private_dirs(settings.state_dir)
         os.chmod(settings.state_dir, 0o700)
+    except PermissionError as exc:
+        raise access_error(settings.state_dir, f"cannot create or use it: {exc.strerror}") \
+            from None
     except OSError as exc:
         raise UsageError(f"state_dir: cannot create or use {settings.state_dir}: "
                          f"{exc.strerror}") from None
@@ -108,6 +115,9 @@ async def run_job(
         structlog.contextvars.bind_contextvars(run_id=run.run_id, job=job_id)
         try:
             with run:
+                if own_client:  # a bad certificate fails the run audited, as exit 2
+                    for warning in check_credentials(settings, moment):
+                        run.warn(warning)
                 ctx = JobContext(settings=settings, policy=policy, graph=client, run=run,
                                  state_dir=settings.state_dir, now=moment, tz=settings.zone,
                                  dry_run=effective_dry, final=final,

@@ -28,7 +28,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -90,9 +90,34 @@ async def serve(settings: Settings, *, clock: Clock | None = None,
     advance like the real clock: APScheduler waits in real time, shifted by the offset
     between the two at start. `run_job` is for tests (default `agent.runner.run_job`).
     """
+    from agent.credentials import check_credentials
+
+    # refuse to start on a credential that cannot work (exit 2: the unit does not restart)
+    for warning in check_credentials(settings):
+        log.warning(warning)
     daemon = Daemon(settings, clock=clock, drain_timeout=drain_timeout, lock_retry=lock_retry,
                     retry_delays=retry_delays, notifier=notifier, run_job=run_job)
-    await daemon.run(stop_event or asyncio.Event(), handle_signals=handle_signals)
+    with serve_lock(settings):
+        await daemon.run(stop_event or asyncio.Event(), handle_signals=handle_signals)
+
+
+@contextlib.contextmanager
+def serve_lock(settings: Settings) -> Iterator[None]:
+    """One daemon per state directory (`locks/serve.lock`): a second one would run every
+    job twice and fight over the job state."""
+    from agent.lock import describe_holder, job_lock, lock_path, read_holder
+    from agent.runner import ensure_state_dir
+
+    ensure_state_dir(settings)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(job_lock(settings.state_dir, "serve", wait=False))
+        except LockBusyError:
+            holder = describe_holder(read_holder(lock_path(settings.state_dir, "serve")))
+            raise LockBusyError(f"serve: another dap-agent serve already uses state_dir "
+                                f"{settings.state_dir} ({holder}); one daemon per state "
+                                "directory") from None
+        yield
 
 
 def default_clock(settings: Settings) -> Clock:

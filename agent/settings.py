@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,11 @@ from pydantic_settings import (
 from agent.errors import ConfigError
 
 DEFAULT_CONFIG = Path("/etc/dap-agent/agent.toml")
+GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+# a verified domain: DNS labels and a TLD (letters, or an IDN's xn--); not "common" and the
+# like, which app-only sign-in cannot use
+DOMAIN = re.compile(r"(?=.{4,253}\Z)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+"
+                    r"(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})", re.IGNORECASE)
 ENV_PREFIX = "DAP_AGENT_"
 # file names in $CREDENTIALS_DIRECTORY (systemd LoadCredential=) and the setting each fills
 CREDENTIAL_FILES = {
@@ -72,6 +78,25 @@ class CoreSettings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name such as "
                              "Europe/Amsterdam)") from None
+        return value
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant(cls, value: str) -> str:
+        value = value.strip()
+        if not (GUID.fullmatch(value) or DOMAIN.fullmatch(value)):
+            raise ValueError("must be the tenant's id (a GUID such as "
+                             "5b7e2a1c-3c1f-4d1e-9a51-0d3f6c2b8e47) or one of its verified "
+                             "domains (contoso.onmicrosoft.com)")
+        return value
+
+    @field_validator("client_id")
+    @classmethod
+    def _client(cls, value: str) -> str:
+        value = value.strip()
+        if not GUID.fullmatch(value):
+            raise ValueError("must be the app registration's Application (client) ID, a GUID "
+                             "such as 9d3b7f2e-61c4-4f0a-b8d5-2e6a1c0f4b93")
         return value
 
     @field_validator("graph_url", "authority_host")

@@ -10,7 +10,9 @@ from agent.errors import ConfigError
 from agent.settings import Settings, config_path, load_settings
 from tests.conftest import write_config
 
-BASE = {"tenant_id": "t-1", "client_id": "c-1", "graph_url": "sandbox:", "state_dir": "/tmp/s"}
+BASE = {"tenant_id": "00000000-0000-4000-8000-0000000000aa",
+        "client_id": "00000000-0000-4000-8000-0000000000bb", "graph_url": "sandbox:",
+        "state_dir": "/tmp/s"}
 
 
 def problems(path: Path) -> list[str]:
@@ -32,10 +34,10 @@ def test_defaults_follow_the_spec(tmp_path: Path) -> None:
 
 def test_environment_beats_file_and_nests_with_double_underscore(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DAP_AGENT_TENANT_ID", "from-env")
+    monkeypatch.setenv("DAP_AGENT_TENANT_ID", "from-env.onmicrosoft.com")
     monkeypatch.setenv("DAP_AGENT_OFFBOARDING__MODE", "enforce")
     s = load_settings(write_config(tmp_path / "a.toml", **BASE))
-    assert s.tenant_id == "from-env" and s.offboarding.mode == "enforce"
+    assert s.tenant_id == "from-env.onmicrosoft.com" and s.offboarding.mode == "enforce"
 
 
 def test_credentials_directory_supplies_secrets(tmp_path: Path,
