@@ -166,6 +166,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     check_readable(settings.state_dir)
+    _warn_if_audit_broken(settings)
     rows = job_status(settings)
     print(f"{'JOB':<18} {'SCHEDULE':<24} {'NEXT RUN':<26} {'LAST RUN':<22} {'STATUS':<8} FINDINGS")
     for row in rows:
@@ -185,10 +186,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     check_readable(settings.state_dir)
+    _warn_if_audit_broken(settings)
     output = Path(args.output) if args.output else None
     path = export_month(settings.state_dir, args.month, args.format, output)
     print(path)
     return EXIT_OK
+
+
+def _warn_if_audit_broken(settings: Settings) -> None:
+    from agent.audit.cli import warn_if_broken
+    from agent.runner import audit_log
+
+    warn_if_broken(audit_log(settings))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

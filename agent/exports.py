@@ -21,7 +21,10 @@ import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+from agent.errors import DapError
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a ZIP entry can carry
@@ -144,3 +147,22 @@ def _xlsx_cell(ws: Any, value: CellValue, cell_type: Any) -> Any:
     cell = cell_type(ws, value=value)
     cell.data_type = "s"  # text stays text: openpyxl would turn "=..." into a formula
     return cell
+
+
+def check_delivered(state_dir: Path, month: str, csv_sha256: str) -> None:
+    """A delivered month's re-rendered CSV against the checksum the audit log recorded
+    when it was delivered (`month-delivered`): the snapshot's own checksum can be edited
+    together with its rows, the log's entry cannot without breaking the chain or seals."""
+    from agent.audit import AuditLog
+
+    log = AuditLog(state_dir / "audit.jsonl")
+    entry = log.delivery(month)
+    if entry is None:
+        raise DapError(f"{month} is marked delivered but the audit log {log.path} has no "
+                       "month-delivered entry for it: the snapshot or the log was altered (a "
+                       "delivery interrupted before it was audited is recorded by the next "
+                       "`dap-agent run active-users`); nothing written")
+    if entry.get("export_sha256") != csv_sha256:
+        raise DapError(f"re-rendered export of {month} has sha256 {csv_sha256}, but the audit "
+                       f"log recorded {entry.get('export_sha256')} at its delivery (entry "
+                       f"{entry.get('seq')}): the snapshot was altered; nothing written")

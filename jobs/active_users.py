@@ -41,7 +41,7 @@ import structlog
 from pydantic import Field, field_validator, model_validator
 
 from agent.errors import DapError, GraphError, UsageError
-from agent.exports import Sheet, render_csv, render_xlsx, sha256_hex
+from agent.exports import Sheet, check_delivered, render_csv, render_xlsx, sha256_hex
 from agent.files import remove_stale_temporaries, write_atomic
 from agent.graph import licensing
 from agent.graph.licensing import LicensedUser, SubscribedSku
@@ -526,10 +526,13 @@ def export_month(state_dir: Path, month: str, fmt: str = "csv",
         raise UsageError(f"no active-users snapshot for {month} in {state_dir}: the month "
                          "was never counted (run `dap-agent run active-users` in that month)")
     data = render_export(snapshot, fmt)
-    if fmt == "csv" and sha256_hex(data) != snapshot["export"]["sha256"]:
+    csv_sha256 = sha256_hex(data if fmt == "csv" else render_export(snapshot, "csv"))
+    if csv_sha256 != snapshot["export"]["sha256"]:
         raise DapError(f"{snapshot_path(state_dir, month)}: re-rendered export does not "
                        f"match the recorded sha256 {snapshot['export']['sha256']}: the "
                        "snapshot was altered; nothing written")
+    if snapshot["delivered"]:
+        check_delivered(state_dir, month, csv_sha256)
     canonical = state_dir / "exports" / export_name(month, fmt)
     target = canonical if output is None else Path(output)
     if target.is_dir():

@@ -33,12 +33,12 @@ def verify(log: AuditLog, *, key: str | None, key_file: str | None,
     if key is not None:
         secret = parse_key(key)
     held = [parse_checkpoint(text) for text in checkpoints]
-    result = log.verify(key=secret, checkpoints=held)
+    result = log.verify_all(key=secret, checkpoints=held)
     for note in result.notes:
         print(f"note: {note}")
     if not result.ok:
         print(f"audit log NOT intact: {result.where()}{result.problem} ({result.entries} "
-              "entries before it verify)")
+              "entries checked)")
         return EXIT_INTERNAL
     if result.sealed_from is None:
         seals = "not sealed (`dap-agent audit init` starts sealing)"
@@ -68,7 +68,10 @@ def rotate(log: AuditLog, reason: str) -> int:
 
 
 def warn_if_broken(log: AuditLog) -> None:
-    """Read-only commands keep working on a broken log, and say that it is broken."""
+    """Read-only commands keep working on a broken log, and say that it is broken (a
+    state directory not made yet is a fresh install, not a broken log)."""
+    if not log.path.parent.exists():
+        return
     result = log.verify(allow_empty=True)
     if not result.ok:
         print(f"warning: {result.message()}", file=sys.stderr)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agent.audit.attest import Recorded, report_problems
 from agent.audit.entry import GENESIS, encode, parse, utc_now_iso
 from agent.audit.seal import (
     SealState,
@@ -145,6 +146,38 @@ class AuditLog:
                 walk.finish_seal_state(state, self.seal_path)
         walk.finish_checkpoints()
         return result
+
+    def verify_all(self, key: bytes | None = None,
+                   checkpoints: Iterable[tuple[int, str]] = ()) -> VerifyResult:
+        """`audit verify`: `verify` plus every stored run report against its recorded
+        checksum."""
+        recorded = Recorded()
+        result = self.verify(key=key, checkpoints=checkpoints, on_entry=recorded)
+        if result.ok:
+            problems = report_problems(recorded, self.path.parent / "runs")
+            if problems:
+                result.ok, result.problem = False, problems[0]
+                result.file, result.bad_line = None, None
+                result.notes.extend(problems[1:])
+            else:
+                result.notes.append(f"{len(recorded.reports)} run reports match the log "
+                                    f"({len(recorded.pruned_reports)} removed by retention)")
+        return result
+
+    def delivery(self, month: str) -> dict[str, Any] | None:
+        """The last `month-delivered` entry of `month`, or None (read on a broken log too)."""
+        found = None
+        for path in self.files():
+            with path.open("rb") as fh:
+                for raw in fh:
+                    if b'"event":"month-delivered"' in raw:
+                        try:
+                            entry = json.loads(raw)
+                        except ValueError:
+                            continue
+                        if entry.get("event") == "month-delivered" and entry.get("month") == month:
+                            found = entry
+        return found
 
     def check(self) -> VerifyResult:
         """The chain check before a run: raise AuditBrokenError when the log fails it."""
