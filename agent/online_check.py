@@ -62,4 +62,6 @@ async def check_online(settings: Settings, jobs: Sequence[JobSpec]) -> list[tupl
     return [(spec.id, permission) for spec in jobs
             for permission in (*spec.permissions,
                                *settings.policy(spec.policy_section).extra_permissions())
-            if permission not in granted]
+            if permission not in granted] + [
+        ("notify", permission) for permission in settings.notify.extra_permissions()
+        if permission not in granted]

@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from agent import notify
 from agent.audit import AuditBrokenError, AuditLog
 from agent.credentials import check_credentials
 from agent.errors import RunInterrupted, UsageError
@@ -66,12 +67,16 @@ def audit_log(settings: Settings) -> AuditLog:
     return AuditLog(settings.state_dir / "audit.jsonl")
 
 
-def audit_broken(settings: Settings, exc: AuditBrokenError, job_id: str) -> None:
+async def audit_broken(settings: Settings, exc: AuditBrokenError, job_id: str) -> None:
     """A run refused to start on a broken audit log: say so loudly. The one place to
     raise the `audit-broken` notification (once per break: the daemon retries)."""
+    from agent.notify import notify_audit_broken
+
     log.error("audit log not intact: the run did not start and changed nothing",
               job=job_id, file=str(exc.result.file), line=exc.result.bad_line,
               problem=exc.result.problem)
+    await notify_audit_broken(settings, exc.result.message(),
+                              checkpoint=f"{exc.result.last_seq}:{exc.result.last_hash}")
 
 
 async def run_job(
@@ -133,11 +138,15 @@ async def run_job(
                     if client.stats.duplicates:
                         run.warn(f"Graph listed {client.stats.duplicates} object(s) twice "
                                  "across pages; each was read once")
+            await notify.after_run(settings, run.report, graph=client, audit=run.audit)
         except BaseException as exc:
             exc.report = run.report  # type: ignore[attr-defined]
             record_run(settings.state_dir, run.report)
             if isinstance(exc, AuditBrokenError):
-                audit_broken(settings, exc, job_id)
+                await audit_broken(settings, exc, job_id)
+            elif not isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
+                # a failed run is notified too (never raises: a channel cannot fail the run)
+                await notify.after_run(settings, run.report, graph=client, audit=run.audit)
             if isinstance(exc, RunInterrupted) or run.interrupted:
                 log.warning("run interrupted", status=run.report.status, error=run.report.error)
             else:

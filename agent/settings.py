@@ -32,6 +32,7 @@ from pydantic_settings import (
 )
 
 from agent.errors import ConfigError
+from agent.notify.settings import NotifySettings
 
 DEFAULT_CONFIG = Path("/etc/dap-agent/agent.toml")
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
@@ -45,6 +46,7 @@ CREDENTIAL_FILES = {
     "client_secret": "client_secret",
     "client_certificate": "client_certificate_path",
     "client_certificate.pem": "client_certificate_path",
+    "notify_webhook_url": "notify.webhook_url",
 }
 
 
@@ -68,7 +70,7 @@ class CoreSettings(BaseSettings):
     authority_host: str = "https://login.microsoftonline.com"
     state_dir: Path = Field(default_factory=default_state_dir)
     timezone: str = "Europe/Amsterdam"
-
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     @field_validator("timezone")
     @classmethod
@@ -221,6 +223,9 @@ def read_credentials() -> dict[str, Any]:
             continue
         if setting == "client_secret":
             found[setting] = path.read_text(encoding="utf-8").strip()
+        elif "." in setting:  # a key of a section: merged into that table
+            section, key = setting.split(".", 1)
+            found.setdefault(section, {})[key] = path.read_text(encoding="utf-8").strip()
         else:
             found[setting] = str(path)
     return found
@@ -322,7 +327,7 @@ def _has_path(data: Any, loc: list[str]) -> bool:
 
 
 def _secret_key(loc: list[str]) -> bool:
-    return any("secret" in part or "password" in part for part in loc)
+    return any("secret" in part or "password" in part or "webhook" in part for part in loc)
 
 
 def _printable(value: Any) -> bool:
