@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import json
 import sys
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -326,12 +325,10 @@ def print_report(report: RunReport) -> None:
                 print("    - " + ", ".join(f"{k}={v}" for k, v in item.items()))
             if len(value) > LIST_LIMIT:
                 print(f"    ... {len(value) - LIST_LIMIT} more (see --json)")
-    by_rule = Counter(f.rule for f in report.findings)
-    for rule, count in sorted(by_rule.items()):
-        print(f"  finding {rule}: {count}")
-    by_action = Counter((a.action, a.status) for a in report.actions)
-    for (action, status), count in sorted(by_action.items()):
-        print(f"  action {action} {status}: {count}")
+    from agent.run_lines import report_lines
+
+    for line in report_lines(report):  # each names its subjects, capped ("and N more")
+        print(f"  {line}")
     for warning in report.warnings:
         print(f"  warning: {warning}")
     if report.error:

@@ -15,6 +15,7 @@ from typing import Any
 
 from agent.notify.settings import SEVERITY_RANK
 from agent.run import RunReport
+from agent.run_lines import subject_label as subject_text
 
 ITEM_LIMIT = 50  # lines of one message; the rest is "and N more" (all are in the report)
 
@@ -62,15 +63,6 @@ def _facts(report: RunReport, tenant_id: str) -> tuple[tuple[str, str], ...]:
     mode = "dry run" if report.dry_run else "live"
     return (("tenant", tenant_id), ("job", report.job), ("run", report.run_id),
             ("status", report.status), ("mode", mode), ("started", report.started_at))
-
-
-def subject_text(subject: Mapping[str, Any] | Any) -> str:
-    """'jan@contoso.nl' or 'LAPTOP-1 (device 1234...)': the name a person recognises."""
-    get = subject.get if isinstance(subject, Mapping) else lambda k: getattr(subject, k, None)
-    name, kind, ident = get("name"), get("type"), get("id")
-    if name and name != ident:
-        return str(name)
-    return f"{kind} {ident}" if kind else str(ident)
 
 
 def finding_key(rule: str, subject: Mapping[str, Any] | Any) -> tuple[str, str, str]:
