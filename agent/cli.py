@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("--reason", required=True, metavar="TEXT",
                         help="why (recorded in the new chain's first entry)")
     show = audit_sub.add_parser("show", help="a run's entries, or the latest runs")
-    show.add_argument("run_id", nargs="?")
+    show.add_argument("run_id", nargs="?", help="the run to show (default: list the latest runs)")
+    show.add_argument("--report", action="store_true",
+                      help="print the run's stored report (runs/<id>.json.gz) instead of its "
+                           "audit entries")
 
     config = sub.add_parser("config", help="check the configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -223,6 +226,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.audit_command == "rotate":
         return audit_cli.rotate(log, args.reason)
     audit_cli.warn_if_broken(log)
+    if args.report:
+        return _show_report(settings, args.run_id)
     if args.run_id:
         entries = [e for e in log.entries() if e.get("run_id") == args.run_id]
         if not entries:
@@ -242,6 +247,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
     for run_id, info in list(runs.items())[-20:]:
         print(f"{run_id:<48} {info['job']:<18} {info['trigger']:<9} "
               f"{'yes' if info['dry_run'] else 'no':<5} {info['status']}")
+    return EXIT_OK
+
+
+def _show_report(settings: Settings, run_id: str | None) -> int:
+    from agent.run import read_report_bytes
+
+    if not run_id or "/" in run_id or run_id.startswith("."):
+        raise UsageError("audit show --report needs a RUN_ID (as `audit show` lists them)")
+    runs = settings.state_dir / "runs"
+    try:
+        sys.stdout.buffer.write(read_report_bytes(run_id, runs))
+    except FileNotFoundError:
+        raise UsageError(f"no stored report of run {run_id!r} in {runs} (pruned by "
+                         "[retention], or not a run id)") from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return EXIT_OK
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from agent.files import exclusive_lock, write_atomic
-from agent.run import RunReport, iso_z
+from agent.run import RunReport, iso_z, load_report
 
 if TYPE_CHECKING:
     from agent.settings import Settings
@@ -128,9 +128,9 @@ def rebuild_state(state_dir: Path, job_id: str) -> JobState:
     runs = state_dir / "runs"
     if not runs.is_dir():
         return state
-    for path in sorted(runs.glob(f"*-{job_id}-*.json")):
+    for path in sorted(runs.glob(f"*-{job_id}-*.json*"), key=lambda p: p.name.split(".")[0]):
         try:
-            report = json.loads(path.read_text(encoding="utf-8"))
+            report = load_report(path)
             if report.get("job") != job_id:
                 continue
             started, status, trigger = report["started_at"], report["status"], report["trigger"]

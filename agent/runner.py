@@ -63,6 +63,23 @@ def ensure_state_dir(settings: Settings) -> None:
                          f"{exc.strerror}") from None
 
 
+def apply_retention(settings: Settings, run: Run, now: datetime) -> None:
+    """After the job: prune what `[retention]` no longer keeps (audited as part of this run).
+    A file that cannot be removed is a warning, not a failed run."""
+    from agent.retention import prune
+
+    try:
+        pruned = prune(settings.state_dir, settings.retention, now,
+                       lambda entry: run.audit.append(
+                           {"run_id": run.run_id, "job": run.report.job, **entry}))
+    except OSError as exc:
+        run.warn(f"retention: could not prune old run reports/exports: {exc}")
+        return
+    if pruned:
+        run.report.summary["retention_pruned"] = {"run_reports": len(pruned.run_reports),
+                                                  "exports": len(pruned.exports)}
+
+
 def audit_log(settings: Settings) -> AuditLog:
     return AuditLog(settings.state_dir / "audit.jsonl")
 
@@ -138,6 +155,7 @@ async def run_job(
                     if client.stats.duplicates:
                         run.warn(f"Graph listed {client.stats.duplicates} object(s) twice "
                                  "across pages; each was read once")
+                apply_retention(settings, run, moment)
             await notify.after_run(settings, run.report, graph=client, audit=run.audit)
         except BaseException as exc:
             exc.report = run.report  # type: ignore[attr-defined]

@@ -33,6 +33,7 @@ from pydantic_settings import (
 
 from agent.errors import ConfigError
 from agent.notify.settings import NotifySettings
+from agent.retention import RetentionPolicy
 
 DEFAULT_CONFIG = Path("/etc/dap-agent/agent.toml")
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
@@ -71,6 +72,8 @@ class CoreSettings(BaseSettings):
     state_dir: Path = Field(default_factory=default_state_dir)
     timezone: str = "Europe/Amsterdam"
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
+
 
     @field_validator("timezone")
     @classmethod

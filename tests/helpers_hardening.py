@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gzip
 import json
 import os
 import stat
@@ -242,9 +243,12 @@ def device_actions(tenant: Any) -> Counter[str]:
 
 
 def files_under(directory: Path) -> dict[str, bytes]:
+    """Every file's content; gzip files (run reports) uncompressed, so a scan for secrets
+    sees what they hold."""
     if not directory.exists():
         return {}
-    return {str(p.relative_to(directory)): p.read_bytes()
+    return {str(p.relative_to(directory)):
+            gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()
             for p in sorted(directory.rglob("*")) if p.is_file()}
 
 

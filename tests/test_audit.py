@@ -10,7 +10,7 @@ import pytest
 
 from agent.audit import AuditLog
 from agent.errors import GraphError, GraphPermissionError
-from agent.run import Run, Subject
+from agent.run import Run, Subject, load_report, read_report_bytes
 
 
 def _log(tmp_path: Path, n: int = 5) -> AuditLog:
@@ -132,7 +132,7 @@ def test_run_audits_a_change_before_and_after(tmp_path: Path) -> None:
     assert events[1]["status"] == "planned" and events[2]["status"] == "done"
     assert events[2]["request_id"] == "req-1" and events[2]["after"] == {"accountEnabled": False}
     assert run.report.status == "ok" and run.report.actions[0].status == "done"
-    stored = json.loads((tmp_path / "runs" / f"{run.run_id}.json").read_text())
+    stored = load_report(run.run_id, tmp_path / "runs")
     assert stored["actions"][0]["status"] == "done"
     assert run.audit.verify().ok
 
@@ -177,8 +177,9 @@ def test_the_stored_report_is_the_report_and_its_hash_is_audited(tmp_path: Path)
     with run:
         run.finding("DEV-STALE", "low", Subject("device", "d1", "LT-1"), "no contact")
         run.report.summary["when"] = NOW  # not JSON by itself: stored as text
-    path = tmp_path / "runs" / f"{run.run_id}.json"
-    assert json.loads(path.read_text()) == json.loads(
-        json.dumps(run.report.to_dict(), default=str))
+    path = tmp_path / "runs" / f"{run.run_id}.json.gz"  # stored compressed
+    assert load_report(path) == json.loads(json.dumps(run.report.to_dict(), default=str))
     finished = list(run.audit.entries())[-1]
-    assert finished["report_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    # the checksum is of the JSON, not of its compressed file
+    assert finished["report_sha256"] == hashlib.sha256(read_report_bytes(path)).hexdigest()
+    assert finished["report_path"] == str(path)

@@ -14,7 +14,7 @@ import pytest
 from agent.audit import AuditBrokenError, AuditLog, AuditWriteError, parse_checkpoint
 from agent.audit import log as audit_log_module
 from agent.errors import UsageError
-from agent.run import Run
+from agent.run import Run, load_report
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
@@ -232,7 +232,7 @@ def test_every_run_report_carries_the_checkpoint_before_its_own_entry(tmp_path: 
     run = _run(log)
     with run:
         pass
-    stored = json.loads((log.path.parent / "runs" / f"{run.run_id}.json").read_bytes())
+    stored = load_report(run.run_id, log.path.parent / "runs")
     entries = list(log.entries())
     finished = next(e for e in entries if e.get("event") == "run-finished")
     before = entries[finished["seq"] - 2]

@@ -71,8 +71,10 @@ def test_run_json_prints_exactly_one_report_document(tmp_path: Path) -> None:
     result = cli("--config", str(config(tmp_path)), "run", "device-compliance", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)  # the whole of stdout is one JSON document
-    stored = tmp_path / "state" / "runs" / f"{report['run_id']}.json"
-    assert result.stdout == stored.read_text(encoding="utf-8")  # one serialisation
+    from agent.run import read_report_bytes
+
+    stored = read_report_bytes(report["run_id"], tmp_path / "state" / "runs")
+    assert result.stdout == stored.decode("utf-8")  # one serialisation
     assert report["job"] == "device-compliance" and report["trigger"] == "cli"
     assert report["status"] == "ok"
     for key in ("run_id", "dry_run", "started_at", "finished_at", "summary", "findings",
