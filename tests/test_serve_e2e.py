@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from agent.audit import AuditLog
+from agent.run import load_report
 from tests.conftest import CLIENT_ID, TENANT_ID, write_config
 
 pytestmark = pytest.mark.slow
@@ -100,7 +101,7 @@ def test_sigterm_during_a_scheduled_run(tmp_path: Path,
         "schedule", "2026-12-02T05:00:00Z")
     finished = [e for e in entries if e["event"] in ("run-finished", "run-failed")]
     assert len(finished) == 1 and finished[0]["status"] == "partial"
-    report = json.loads(Path(finished[0]["report_path"]).read_text())
+    report = load_report(finished[0]["report_path"])
     assert report["status"] == "partial"
     assert "the service is shutting down" in report["error"]
     # the change in flight was finished and audited: every planned change has an outcome

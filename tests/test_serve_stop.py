@@ -9,7 +9,6 @@ the audit log must verify.
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 from agent.audit import AuditLog
 from agent.job import JobContext, JobSpec
 from agent.jobstate import read_state
-from agent.run import Subject
+from agent.run import Subject, load_report
 from agent.serve import Daemon
 from agent.settings import Settings
 from jobs import REGISTRY
@@ -93,8 +92,7 @@ def test_stop_mid_run_leaves_a_partial_run_and_a_verifiable_log(
     finished = [e for e in entries if e["event"] in ("run-finished", "run-failed")]
     assert len(finished) == 1 and finished[0]["status"] == "partial"
     assert entries[0]["trigger"] == "catch-up"
-    report_path = Path(str(finished[0]["report_path"]))
-    report = json.loads(report_path.read_text())
+    report = load_report(str(finished[0]["report_path"]))
     assert report["status"] == "partial"
     if drain_timeout > 1:
         # cooperative: change 2 finished (done), change 3 was never planned
