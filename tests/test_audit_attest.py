@@ -43,8 +43,9 @@ def test_stored_run_reports_match_the_log(tmp_path: Path) -> None:
 
 def test_an_edited_run_report_is_named(tmp_path: Path) -> None:
     log, ids = _runs(tmp_path)
-    path = log.path.parent / "runs" / f"{ids[1]}.json"
-    path.write_text(path.read_text().replace('"devices": 3', '"devices": 2'))
+    path = log.path.parent / "runs" / f"{ids[1]}.json.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()).replace(
+        b'"devices": 3', b'"devices": 2')))
     result = log.verify_all()
     assert not result.ok and str(path) in result.problem and "differs" in result.problem
     assert log.verify().ok  # the chain itself is fine
@@ -52,7 +53,7 @@ def test_an_edited_run_report_is_named(tmp_path: Path) -> None:
 
 def test_a_deleted_run_report_is_missing_unless_retention_removed_it(tmp_path: Path) -> None:
     log, ids = _runs(tmp_path)
-    (log.path.parent / "runs" / f"{ids[0]}.json").unlink()
+    (log.path.parent / "runs" / f"{ids[0]}.json.gz").unlink()
     result = log.verify_all()
     assert not result.ok and "is missing" in result.problem and ids[0] in result.problem
     log.append({"event": "retention-pruned", "run_reports": [ids[0]], "exports": []})
@@ -61,11 +62,12 @@ def test_a_deleted_run_report_is_missing_unless_retention_removed_it(tmp_path: P
 
 def test_a_compressed_run_report_is_checked_uncompressed(tmp_path: Path) -> None:
     log, ids = _runs(tmp_path)
-    plain = log.path.parent / "runs" / f"{ids[2]}.json"
-    packed = plain.with_name(plain.name + ".gz")
-    packed.write_bytes(gzip.compress(plain.read_bytes()))
-    plain.unlink()
+    packed = log.path.parent / "runs" / f"{ids[2]}.json.gz"  # as runs are stored
+    plain = packed.with_name(packed.name.removesuffix(".gz"))  # as older runs were stored
+    plain.write_bytes(gzip.decompress(packed.read_bytes()))
+    packed.unlink()
     assert log.verify_all().ok
+    plain.unlink()
     packed.write_bytes(gzip.compress(b"{}\n"))
     assert not log.verify_all().ok
 

@@ -35,22 +35,23 @@ class Recorded:
 
 def report_problems(recorded: Recorded, runs_dir: Path) -> list[str]:
     """Each stored run report against the checksum the log recorded for it."""
-    from agent.run import read_report_bytes
+    from agent.run import find_report, read_report_bytes
 
     problems = []
     for run_id, (seq, digest) in recorded.reports.items():
         if run_id in recorded.pruned_reports:
             continue
         try:
-            data = read_report_bytes(run_id, runs_dir)
+            path = find_report(run_id, runs_dir)
+            data = read_report_bytes(path)
         except FileNotFoundError:
-            problems.append(f"run report {runs_dir / run_id}.json is missing (recorded in "
+            problems.append(f"run report {runs_dir / run_id}.json.gz is missing (recorded in "
                             f"entry {seq}, never removed by retention)")
             continue
         except (OSError, EOFError, ValueError) as exc:  # gzip errors are OSError/EOFError
             problems.append(f"run report of {run_id} in {runs_dir} is unreadable ({exc})")
             continue
         if hashlib.sha256(data).hexdigest() != digest:
-            problems.append(f"run report {runs_dir / run_id}.json differs from the checksum "
+            problems.append(f"run report {path} differs from the checksum "
                             f"the log recorded in entry {seq}: it was changed")
     return problems
