@@ -27,6 +27,7 @@ IMPLIES: dict[str, tuple[str, ...]] = {
     "User.ReadWrite.All": ("User.Read.All", "User.EnableDisableAccount.All",
                            "User.RevokeSessions.All"),
     "Group.Read.All": ("GroupMember.Read.All",),
+    "GroupMember.Read.All": ("GroupMember.ReadBasic.All",),  # and so Group/Directory.Read.All
     "RoleManagement.Read.All": ("RoleManagement.Read.Directory",),
     "RoleManagement.ReadWrite.Directory": ("RoleManagement.Read.Directory",
                                            "RoleEligibilitySchedule.Read.Directory",

@@ -89,6 +89,12 @@ _RULES: tuple[Rule, ...] = (
          "A functional administrator (`functional_administrators`) holds no Global Reader "
          "assignment.",
          "Assign Global Reader (eligible or active) to the functional administrator."),
+    Rule("PIM-UNRESOLVED-PRINCIPAL", "privileged-roles", "medium",
+         "A role assignment's principal cannot be found in the directory (deleted, or not "
+         "readable): who holds the role is unknown. The assignment is still checked against "
+         "the register under the principal's object id.",
+         "Look the object id up in the Entra admin center (deleted items); remove the "
+         "assignment if its principal is gone."),
     # ---- offboarding (leavers, purge) ---------------------------------------------------
     Rule("OFF-REENABLED", "offboarding", "high",
          "An account past its leave date that was enabled again: it is not purged and not "

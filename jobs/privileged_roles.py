@@ -25,6 +25,8 @@ Rules (severity fixed per rule):
   report has no row for them); one finding per user.
 - PIM-READER-MISSING (low): a functional administrator (`functional_administrators`) holds
   no Global Reader assignment (active or eligible, directly or through a group).
+- PIM-UNRESOLVED-PRINCIPAL (medium): an assignment's principal is nowhere in the directory
+  (deleted): a finding, not a failed run; its other rules still apply under its id.
 
 Register and rules work per assignment (the principal it was made to, a group for a group
 assignment: one register entry for the group covers its members); the guest and MFA rules
@@ -63,6 +65,7 @@ RULE_EXPIRED = "PIM-REGISTER-EXPIRED"
 RULE_GUEST = "PIM-GUEST-ADMIN"
 RULE_NO_MFA = "PIM-ADMIN-NO-MFA"
 RULE_READER = "PIM-READER-MISSING"
+RULE_UNRESOLVED = "PIM-UNRESOLVED-PRINCIPAL"
 
 EXPORT_COLUMNS = (
     "holder_id", "holder_name", "holder_type", "user_type", "role", "role_template_id",
@@ -347,6 +350,12 @@ def evaluate(
             used.add(id(entry))
         if not info.in_scope:
             continue
+        if a.principal.type == "unknown":
+            findings.append(PimFinding(
+                RULE_UNRESOLVED, _subject(a.principal),
+                f"{_describe(a, info)}: principal {a.principal.id} not found in the directory "
+                "(deleted?); checked against the register under its object id",
+                assignment_id=a.id, role=info.name))
         # Activations are checked against the register through their eligible assignment.
         via_eligible = a.activated and (a.principal.id, a.role_id, a.scope) in eligible_keys
         for rule, detail in _assignment_rules(a, info, entry, policy, today=today, tz=tz,
@@ -515,25 +524,21 @@ async def run(ctx: JobContext) -> None:
     policy: Policy = ctx.policy
     inventory = await graph_roles.fetch_inventory(ctx.graph)
     holdings = expand_holdings(inventory, policy.roles_in_scope)
-    user_ids = sorted({h.holder.id for h in holdings if h.holder.type == "user"})
-    mfa = await graph_roles.mfa_registration(ctx.graph, user_ids)
+    holders = {h.holder.id: h.holder for h in holdings if h.holder.type == "user"}
+    mfa = await graph_roles.mfa_registration(ctx.graph, holders.values())
 
     # Functional administrators who hold no role are looked up, to name them properly.
-    holders: set[str] = set()
+    holder_keys: set[str] = set()
     for h in holdings:
-        holders |= _keys(h.holder)
+        holder_keys |= _keys(h.holder)
     users: dict[str, Principal | None] = {}
     for key in policy.functional_administrators:
-        if key.casefold() not in holders:
+        if key.casefold() not in holder_keys:
             users[key] = await graph_roles.find_user(ctx.graph, key)
 
     evaluation = evaluate(inventory, policy, mfa=mfa, now=ctx.now, tz=ctx.tz, users=users)
     for f in evaluation.findings:
         ctx.run.finding(f.rule, f.severity, f.subject, f.detail)
-    for a in inventory.assignments:
-        if a.principal.type == "unknown":
-            ctx.run.warn(f"role assignment {a.id}: principal {a.principal.id} not found "
-                         "(deleted?); it is audited under its id")
 
     rows = export_rows(evaluation, mfa)
     data = render_csv(rows)

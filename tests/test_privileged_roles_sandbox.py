@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import stat
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -131,7 +132,11 @@ async def test_few_requests_groups_expanded_once_no_per_principal_reads(tmp_path
     user_holders = {u for u, _, _, _ in seed.HOLDINGS
                     if u not in (seed.GA_GROUP, seed.READER_GROUP_NAME, seed.PROVISIONING_APP)}
     mfa = {p: n for p, n in paths.items() if "userRegistrationDetails" in p}
-    assert len(mfa) == len(user_holders) and set(mfa.values()) == {1}
+    # one filtered request per 15 holders, none per holder
+    assert mfa == {graph_roles.REGISTRATION_PATH: math.ceil(len(user_holders) / 15)}
+    filters = [r.query["$filter"] for r in tenant.requests
+               if r.path == graph_roles.REGISTRATION_PATH]
+    assert sum(f.count("userPrincipalName eq ") for f in filters) == len(user_holders)
     assert {p: n for p, n in paths.items() if "userRegistrationDetails" not in p} == {
         f"{base}/roleDefinitions": 1,
         f"{base}/roleAssignmentScheduleInstances": 1,
@@ -178,7 +183,8 @@ async def test_paging_and_deleted_principal(tmp_path: Path) -> None:
     unapproved = {f.subject.name for f in report.findings if f.rule == "PIM-UNAPPROVED"}
     assert {f"tmp-admin{n:03d}@{b.DOMAIN}" for n in range(250)} <= unapproved
     assert ghost in unapproved  # audited under its id
-    assert any(ghost in w for w in report.warnings)
+    unresolved = [f for f in report.findings if f.rule == "PIM-UNRESOLVED-PRINCIPAL"]
+    assert [(f.subject.id, f.severity) for f in unresolved] == [(ghost, "medium")]
     assert len(export(report.summary)) == len(seed.HOLDINGS) + 251
 
 
@@ -217,3 +223,70 @@ async def test_demo_policy_holds_when_the_clock_moves_by_months(tmp_path: Path) 
     tenant: SandboxTenant = demo_tenant(later)
     report = await run_on(tenant, settings_for(tmp_path), JOB, now=later)
     assert fired(report.findings) == seed.EXPECTED
+
+
+async def test_with_only_the_jobs_permissions_a_deleted_principal_is_a_finding(
+        tmp_path: Path) -> None:
+    """Issue 14.4: a principal Graph cannot expand sent the job to /servicePrincipals/{id}
+    (Application.Read.All, which no JobSpec asks), and the 403 aborted the run. Now it is
+    looked up in bulk with User.Read.All and, found nowhere, reported."""
+    from jobs.privileged_roles import JOB as SPEC
+
+    tenant = demo_tenant(NOW)
+    ghosts = [b.oid(f"user:deleted-{n}") for n in range(3)]
+    for ghost in ghosts:
+        tenant.add("roleEligibilityScheduleInstances",
+                   b.role_eligibility_instance(ghost, "Security Reader",
+                                               end=NOW + timedelta(days=30)))
+    async with sandbox_client(tenant, roles=list(SPEC.permissions)) as graph:
+        report = await run_job(settings_for(tmp_path), JOB, now=NOW, graph=graph)
+    assert report.status == "ok", report.error
+    unresolved = {f.subject.id for f in report.findings
+                  if f.rule == "PIM-UNRESOLVED-PRINCIPAL"}
+    assert unresolved == set(ghosts)
+    paths = Counter(r.path for r in tenant.requests)
+    assert not any(p.startswith(("/servicePrincipals", "/directoryObjects")) for p in paths)
+    lookups = [r for r in tenant.requests if r.path == "/users" and "$filter" in r.query]
+    assert len(lookups) == 1 and all(g in lookups[0].query["$filter"] for g in ghosts)
+    assert all(r.status < 400 for r in tenant.requests)
+
+
+async def test_group_members_are_read_with_groupmember_readbasic(tmp_path: Path) -> None:
+    """Issue 14.6: GroupMember.ReadBasic.All is the least privileged permission of
+    transitiveMembers; the job asks for it (not GroupMember.Read.All) and still sees
+    members' UPN and user type, which User.Read.All reads."""
+    from jobs.privileged_roles import JOB as SPEC
+
+    assert "GroupMember.ReadBasic.All" in SPEC.permissions
+    assert "GroupMember.Read.All" not in SPEC.permissions
+    tenant = demo_tenant(NOW)
+    async with sandbox_client(tenant, roles=list(SPEC.permissions)) as graph:
+        report = await run_job(settings_for(tmp_path), JOB, now=NOW, graph=graph)
+    (tmp_path / "all").mkdir()
+    everything = await run_on(demo_tenant(NOW), settings_for(tmp_path / "all"), JOB, now=NOW)
+    assert report.status == "ok", report.error
+    # service principals are named by id without Application.Read.All; nothing else differs
+    app = {f.subject.id for f in everything.findings if f.subject.type == "servicePrincipal"}
+
+    def named(r: Any) -> set[tuple[str, str]]:
+        return {(f.rule, f.subject.id) for f in r.findings}
+    assert named(report) == named(everything)
+    assert {f.subject.name for f in report.findings if f.subject.id in app} <= app
+
+
+async def test_a_tenant_without_entra_premium_is_told_so(tmp_path: Path) -> None:
+    """Issue 14.3: the MFA report's 403 for a tenant without Entra ID P1/P2 named
+    AuditLog.Read.All; it names the licence (exit 3)."""
+    tenant = demo_tenant(NOW)
+    for sku in tenant.all("subscribedSkus"):
+        sku["servicePlans"] = [p for p in sku.get("servicePlans") or ()
+                               if not str(p["servicePlanName"]).startswith("AAD_PREMIUM")]
+        sku["skuPartNumber"] = "O365_" + str(sku["skuPartNumber"])  # no E3/E5 suite
+    with pytest.raises(graph_roles.LicenceRequiredError) as caught:
+        await run_on(tenant, settings_for(tmp_path), JOB, now=NOW)
+    message = str(caught.value)
+    assert "the MFA registration report needs Entra ID P1/P2" in message
+    assert "AuditLog.Read.All" not in message
+    assert caught.value.exit_code == 3
+    refused = [r for r in tenant.requests if r.status == 403]
+    assert [r.path for r in refused] == [graph_roles.REGISTRATION_PATH]

@@ -331,6 +331,17 @@ async def test_subscribed_skus_count_consumed_units_from_users() -> None:
     assert skus["SPE_E5"]["consumedUnits"] == 21 and skus["EXCHANGESTANDARD"]["consumedUnits"] == 5
 
 
+async def test_registration_details_need_entra_premium() -> None:
+    tenant = small_tenant(3)
+    for sku in tenant.all("subscribedSkus"):
+        sku["skuPartNumber"] = "EXCHANGESTANDARD"
+    transport = connect(tenant)[1]
+    response = await raw(transport, "GET", "/reports/authenticationMethods/userRegistrationDetails")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == \
+        "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
+
+
 async def test_registration_details_cover_every_user() -> None:
     tenant = small_tenant(3)
     tenant.add("userRegistrationDetails",

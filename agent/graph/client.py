@@ -164,6 +164,11 @@ class GraphClient:
         await self._http.aclose()
         await self._tokens.close()
 
+    async def sleep(self, seconds: float) -> None:
+        """The client's own sleep (what retries wait with): pacing uses it too, so tests
+        and benchmarks that record waits instead of spending them see every wait."""
+        await self._sleep(seconds)
+
     async def access_token(self) -> str:
         """The current bearer token (for `config check --online` to read its roles)."""
         return await self._tokens.token()
@@ -188,8 +193,12 @@ class GraphClient:
         params: Mapping[str, str] | None = None,
         eventual: bool = False,
         version: str = "v1.0",
+        pace: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncIterator[tuple[list[dict[str, Any]], int | None]]:
         """Yield (items, @odata.count) per page, following @odata.nextLink verbatim.
+
+        `pace` is awaited before each page's request (an API's own request budget, see
+        agent.graph.pacing).
 
         `version="beta"` only where v1.0 has no equivalent (settings catalog policies)."""
         query: dict[str, str] = dict(params or {})
@@ -212,6 +221,8 @@ class GraphClient:
             if url in seen:  # a next link pointing back would page forever
                 raise GraphDataError(f"GET {path_key(url)}: @odata.nextLink repeats a page")
             seen.add(url)
+            if pace is not None:
+                await pace()
             response = await self._request("GET", url, permission=permission,
                                            params=query if first else None, headers=headers)
             body = _json_object(response)

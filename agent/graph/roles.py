@@ -10,32 +10,39 @@ Requests, for a whole tenant:
   schedule instance behind it was made outside PIM;
 - `groups/{id}/transitiveMembers` once per group that holds a role (role-assignable
   groups), so holders through a group are known by name and type;
-- MFA registration: `reports/authenticationMethods/userRegistrationDetails/{id}` per user
-  holder (up to 100, four at a time), else one paged pass over the whole report.
+- `users?$filter=id in (...)`, 15 ids a request, only for the principals and members
+  Graph did not expand (deleted, or served with limited information: id and type);
+- MFA registration: `reports/authenticationMethods/userRegistrationDetails` filtered on
+  15 holders' UPNs a request, paced to that API's five requests per 10 seconds.
 `$expand=principal` inlines the principal (user with UPN and userType, group, service
-principal) in the same page, so principals cost no extra requests; only a principal
-Graph could not expand (deleted, or a user without userType) is read on its own.
+principal) in the same page, so principals cost no extra requests. A principal that is
+nowhere to be found (deleted) keeps type "unknown": the job reports it, it does not fail.
+Service principals' details need Application.Read.All, which the job does not ask: Graph
+then expands them with id and type only, and they are named by id.
 Raw Graph JSON is mapped here into small frozen dataclasses; nothing else sees it.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
-from agent.errors import GraphDataError, GraphNotFoundError
+from agent.errors import GraphDataError, GraphError, GraphNotFoundError, GraphPermissionError
 from agent.graph import role_templates
 from agent.graph.client import GraphClient
+from agent.graph.pacing import Pacer
 
 # RoleManagement.Read.Directory reads definitions, assignments and both kinds of schedule
 # instances (RoleAssignmentSchedule/RoleEligibilitySchedule.Read.Directory would cover only
 # one each): one permission to grant, and the one a 403 names.
 ROLES_PERMISSION = "RoleManagement.Read.Directory"
-MEMBERS_PERMISSION = "GroupMember.Read.All"
+# transitiveMembers: least privileged is GroupMember.ReadBasic.All (Graph docs,
+# includes/permissions/group-list-transitivemembers-permissions.md); members' own
+# properties come with the permission to read their type (User.Read.All for users).
+MEMBERS_PERMISSION = "GroupMember.ReadBasic.All"
 USERS_PERMISSION = "User.Read.All"
 MFA_PERMISSION = "AuditLog.Read.All"
 
@@ -200,46 +207,65 @@ def _assignment_from(raw: dict[str, Any], *, kind: Kind, origin: Origin,
 # ---- reads --------------------------------------------------------------------------------
 
 
+def _complete(principal: Principal | None) -> bool:
+    """Graph expanded it fully: typed, and a user with its userType (a user Graph serves
+    with limited information, id and type only, has none)."""
+    return principal is not None and principal.type != "unknown" and \
+        not (principal.type == "user" and principal.user_type is None)
+
+
 class _Principals:
-    """Principals met so far; the few Graph could not expand are read one by one, once."""
+    """Principals met so far. Those Graph could not expand (deleted, or served with
+    limited information) are only noted here, and resolved afterwards in bulk."""
 
-    def __init__(self, graph: GraphClient) -> None:
-        self.graph = graph
+    def __init__(self) -> None:
         self.known: dict[str, Principal] = {}
+        self.pending: set[str] = set()
 
-    async def of(self, raw: dict[str, Any]) -> Principal:
+    def of(self, raw: dict[str, Any]) -> Principal:
         principal_id = str(raw.get("principalId") or "").lower()
         expanded = principal_from(raw.get("principal"))
-        if expanded is not None and not (expanded.type == "user" and expanded.user_type is None):
-            self.known.setdefault(expanded.id, expanded)
-            return expanded
+        if expanded is not None and _complete(expanded):
+            return self.known.setdefault(expanded.id, expanded)
         if not principal_id:
             raise GraphDataError(f"role assignment {raw.get('id')}: no principalId")
-        if principal_id not in self.known:
-            self.known[principal_id] = await self._read(principal_id, expanded)
-        return self.known[principal_id]
+        self.pending.add(principal_id)
+        return self.known.setdefault(principal_id,
+                                     expanded or Principal(id=principal_id, type="unknown"))
 
-    async def _read(self, principal_id: str, partial: Principal | None) -> Principal:
-        # A partial user (no userType) is a user: one GET. Otherwise try each type in turn.
-        attempts: Sequence[tuple[str, tuple[str, ...], PrincipalType]] = (
-            (f"/users/{principal_id}", USER_SELECT, "user"),
-            (f"/servicePrincipals/{principal_id}",
-             ("id", "displayName", "accountEnabled"), "servicePrincipal"),
-            (f"/groups/{principal_id}", ("id", "displayName"), "group"),
-        )
-        if partial is not None and partial.type != "unknown":
-            attempts = [a for a in attempts if a[2] == partial.type]
-        for path, select, kind in attempts:
-            permission = USERS_PERMISSION if kind == "user" else ROLES_PERMISSION
-            try:
-                raw = await self.graph.get(path, permission=permission, select=select)
-            except GraphNotFoundError:
-                continue
-            found = principal_from({**raw, "@odata.type": f"#microsoft.graph.{kind}"})
-            if found is not None:
-                return found
-        # A deleted principal: its assignment still counts, under its id.
-        return partial or Principal(id=principal_id, type="unknown")
+
+# `id in (...)` takes at most 15 values by default (graph/filter-query-parameter, known
+# issues: "requests are limited to 15 expressions in the filter clause").
+FILTER_CHUNK = 15
+
+
+def _chunks(items: Sequence[str], size: int = FILTER_CHUNK) -> Iterable[Sequence[str]]:
+    return (items[i:i + size] for i in range(0, len(items), size))
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"  # OData string literal
+
+
+async def resolve_users(graph: GraphClient, ids: Iterable[str]) -> dict[str, Principal]:
+    """Users by object id, 15 per request (`/users?$filter=id in (...)`, User.Read.All).
+
+    POST /directoryObjects/getByIds would take 1,000 ids at once, but its only documented
+    application permission is Directory.Read.All, which this job does not ask for; the
+    ids it is given are those Graph did not expand, a handful. What is not found here is
+    no user (a deleted principal, or a service principal or group Graph served without
+    details), and stays unresolved.
+    """
+    wanted = sorted(set(ids))
+    found: dict[str, Principal] = {}
+    for chunk in _chunks(wanted):
+        async for raw in graph.list(
+                "/users", permission=USERS_PERMISSION, select=USER_SELECT,
+                filter=f"id in ({','.join(_quoted(i) for i in chunk)})"):
+            user = principal_from({**raw, "@odata.type": "#microsoft.graph.user"})
+            if user is not None:
+                found[user.id] = user
+    return found
 
 
 async def list_role_definitions(graph: GraphClient) -> list[RoleDefinition]:
@@ -253,7 +279,7 @@ async def _instances(graph: GraphClient, principals: _Principals, path: str, *,
     found: list[RoleAssignment] = []
     origins: set[str] = set()
     async for raw in graph.list(path, permission=permission, params={"$expand": "principal"}):
-        principal = await principals.of(raw)
+        principal = principals.of(raw)
         found.append(_assignment_from(raw, kind=kind, origin="pim", principal=principal))
         origin = _text(raw.get("roleAssignmentOriginId"))
         if origin:
@@ -280,7 +306,7 @@ async def transitive_members(graph: GraphClient, group_id: str) -> tuple[Princip
 
 async def fetch_inventory(graph: GraphClient) -> RoleInventory:
     """Every role definition and assignment in the tenant, role-holding groups expanded."""
-    principals = _Principals(graph)
+    principals = _Principals()
     definitions = await list_role_definitions(graph)
     active, origins = await _instances(
         graph, principals, f"{BASE}/roleAssignmentScheduleInstances",
@@ -294,7 +320,7 @@ async def fetch_inventory(graph: GraphClient) -> RoleInventory:
                                 params={"$expand": "principal"}):
         if _text(raw.get("id")) in origins:
             continue  # the schedule instance above already stands for it
-        principal = await principals.of(raw)
+        principal = principals.of(raw)
         assignment = _assignment_from(raw, kind="active", origin="outside-pim",
                                       principal=principal)
         if _key(assignment) not in covered:
@@ -305,49 +331,65 @@ async def fetch_inventory(graph: GraphClient) -> RoleInventory:
         group_id = assignment.principal.id
         if assignment.principal.type == "group" and group_id not in members:
             members[group_id] = await transitive_members(graph, group_id)  # once per group
-    return RoleInventory(definitions=tuple(definitions), assignments=assignments,
-                         members=members)
+    # Users Graph served without details (as a principal or a member): one bulk read.
+    pending = principals.pending | {m.id for held in members.values() for m in held
+                                    if m.type == "user" and m.user_type is None}
+    resolved = await resolve_users(graph, pending) if pending else {}
+
+    def settled(principal: Principal) -> Principal:
+        return resolved.get(principal.id, principal)
+
+    return RoleInventory(
+        definitions=tuple(definitions),
+        assignments=tuple(replace(a, principal=settled(a.principal)) for a in assignments),
+        members={g: tuple(settled(m) for m in held) for g, held in members.items()})
 
 
-# Up to this many holders: one GET each (a few, concurrently). Beyond it, one paged pass over
-# the whole report is fewer requests than a GET per holder.
-PER_USER_MFA_LIMIT = 100
-MFA_CONCURRENCY = 4
+# The identity-and-access reports allow five requests per 10 seconds per app and tenant
+# (includes/throttling-entra-logs-reports.md); the pacer keeps every request inside that.
+REPORT_REQUESTS, REPORT_WINDOW = 5, 10.0
 REGISTRATION_PATH = "/reports/authenticationMethods/userRegistrationDetails"
+# Graph's answer for a tenant without Entra ID P1/P2 (or a B2C tenant), with 403.
+NON_PREMIUM = "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
 
 
-async def mfa_registration(graph: GraphClient, user_ids: Iterable[str]) -> dict[str, bool | None]:
+class LicenceRequiredError(GraphError):
+    """Graph refused a read because the tenant lacks a licence (not a permission)."""
+
+
+async def mfa_registration(graph: GraphClient, users: Iterable[Principal]
+                           ) -> dict[str, bool | None]:
     """isMfaRegistered per user id; None when the report has no row for the user.
 
-    The report's list endpoint can neither $select nor filter by id, so it reads every user
-    of the tenant: for a few role holders a GET each is cheaper, for many the list is.
+    The fewest requests the report allows for role holders: `$filter` on
+    userPrincipalName (documented: eq), 15 holders OR-ed per request, paced to the
+    reports' five requests per 10 seconds. (The list documents only $filter and
+    $orderby, and no $filter on id; a pass over the whole report would be one request per
+    page of every user in the tenant.) A holder without a UPN is matched by no filter and
+    has no row.
     """
-    wanted = list(dict.fromkeys(user_ids))
-    if len(wanted) > PER_USER_MFA_LIMIT:
-        return await _mfa_from_report(graph, wanted)
-    gate = asyncio.Semaphore(MFA_CONCURRENCY)
-
-    async def one(user_id: str) -> bool | None:
-        async with gate:
-            try:
-                raw = await graph.get(f"{REGISTRATION_PATH}/{user_id}",
-                                      permission=MFA_PERMISSION)
-            except GraphNotFoundError:
-                return None
-        flag = raw.get("isMfaRegistered")
-        return flag if isinstance(flag, bool) else None
-
-    flags = await asyncio.gather(*(one(user_id) for user_id in wanted))
-    return dict(zip(wanted, flags, strict=True))
-
-
-async def _mfa_from_report(graph: GraphClient, wanted: list[str]) -> dict[str, bool | None]:
+    wanted = {u.id: u for u in users if u.type == "user"}
     result: dict[str, bool | None] = dict.fromkeys(wanted)
-    async for raw in graph.list(REGISTRATION_PATH, permission=MFA_PERMISSION):
-        user_id = raw.get("id")
-        if user_id in result:
-            flag = raw.get("isMfaRegistered")
-            result[user_id] = flag if isinstance(flag, bool) else None
+    by_upn = sorted({u.upn for u in wanted.values() if u.upn})
+    pacer = Pacer(REPORT_REQUESTS, REPORT_WINDOW, sleep=graph.sleep)
+    for chunk in _chunks(by_upn):
+        flt = " or ".join(f"userPrincipalName eq {_quoted(upn)}" for upn in chunk)
+        try:
+            # every page is a request against the reports' budget: paced, each one
+            async for raw in graph.list(REGISTRATION_PATH, permission=MFA_PERMISSION,
+                                        filter=flt, pace=pacer.turn):
+                user_id = str(raw.get("id") or "").lower()
+                if user_id in result:
+                    flag = raw.get("isMfaRegistered")
+                    result[user_id] = flag if isinstance(flag, bool) else None
+        except GraphPermissionError as exc:
+            if exc.code == NON_PREMIUM:
+                raise LicenceRequiredError(
+                    "the MFA registration report needs Entra ID P1/P2: Graph refused "
+                    f"GET {REGISTRATION_PATH} ({exc.code}); license the tenant for Entra "
+                    "ID P1 or P2 (Microsoft 365 E3/E5 include it)",
+                    status=403, code=exc.code, request_id=exc.request_id) from None
+            raise
     return result
 
 

@@ -74,7 +74,8 @@ def generate_tenant(users: int = 0, managed_devices: int = 0, entra_devices: int
     rng = random.Random(seed)
     tenant = SandboxTenant(now)
     for sku_id, part, _ in base.SKUS:
-        tenant.add("subscribedSkus", b.subscribed_sku(sku_id, part, max(25, users), 0))
+        tenant.add("subscribedSkus", b.subscribed_sku(
+            sku_id, part, max(25, users), 0, service_plans=base.SERVICE_PLANS.get(sku_id, ())))
     for name in b.ROLE_TEMPLATES:
         tenant.add("roleDefinitions", b.role_definition(name))
     user_ids = _users(tenant, rng, users, now)

@@ -9,6 +9,7 @@ wipe/retire move `managementState` to *Pending, BitLocker keys are never listed 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -97,8 +98,31 @@ def directory_object(tenant: SandboxTenant, object_id: str) -> dict[str, Any] | 
     return None
 
 
+# Graph serves a directory object the caller may not read with "limited information": only
+# its @odata.type and id (graph/api/group-list-members, "Limited information returned for
+# inaccessible member objects"). The permissions that read each type's properties:
+_READS_TYPE: dict[str, tuple[str, ...]] = {
+    "#microsoft.graph.user": ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All",
+                              "Directory.ReadWrite.All"),
+    "#microsoft.graph.servicePrincipal": ("Application.Read.All", "Application.ReadWrite.All",
+                                          "Directory.Read.All", "Directory.ReadWrite.All"),
+    "#microsoft.graph.device": ("Device.Read.All", "Device.ReadWrite.All",
+                                "Directory.Read.All", "Directory.ReadWrite.All"),
+}
+
+
+def as_readable(call: Call, obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` as the caller may see it: whole, or its type and id only."""
+    allowed = _READS_TYPE.get(str(obj.get("@odata.type")))
+    if allowed is None or call.has_role(*allowed):
+        return obj
+    return {"@odata.type": obj["@odata.type"], "id": obj["id"]}
+
+
 def expand_principal(call: Call, obj: Mapping[str, Any]) -> Any:
-    return directory_object(call.tenant, str(obj.get("principalId")))
+    """A deleted principal expands to null; an unreadable one to its type and id."""
+    found = directory_object(call.tenant, str(obj.get("principalId")))
+    return as_readable(call, found) if found is not None else None
 
 
 def expand_role_definition(call: Call, obj: Mapping[str, Any]) -> Any:
@@ -210,7 +234,8 @@ def group_members(transitive: bool) -> Handler:
         group = call.tenant.get("groups", call.args["id"])
         if group is None:
             raise not_found(call.args["id"])
-        return listing.serve(call, _spec(spec), _members(call.tenant, group, transitive))
+        members = (as_readable(call, m) for m in _members(call.tenant, group, transitive))
+        return listing.serve(call, _spec(spec), members)
 
     return handler
 
@@ -263,15 +288,60 @@ def secure_scores(call: Call, spec: ListSpec | None) -> Reply:
     return listing.serve(call, _spec(spec), days[:top] if top else days)
 
 
+# Entra ID P1 and P2 as service plans of a subscribed SKU (licensing-service-plan-reference).
+PREMIUM_PLANS = frozenset({"41781fb2-bc02-4b7c-bd55-b576c07bb09d",  # AAD_PREMIUM (P1)
+                           "eec0eb4f-6444-4f95-aba0-50c24d67f998"})  # AAD_PREMIUM_P2
+
+
+# SKUs that carry one of them (Microsoft's service-plan reference), for seeds that list
+# no service plans: Microsoft 365 E3/E5, Business Premium, EMS E3/E5, Entra ID P1/P2.
+PREMIUM_SKUS = frozenset({"SPE_E3", "SPE_E5", "SPB", "EMS", "EMSPREMIUM", "AAD_PREMIUM",
+                          "AAD_PREMIUM_P2"})
+
+
+def require_premium(tenant: SandboxTenant) -> None:
+    """The authentication-methods reports need Entra ID P1/P2 in the tenant; Graph says so
+    with this 403 (microsoft-graph-docs-contrib issue 8777)."""
+    for sku in tenant.collections["subscribedSkus"].values():
+        if sku.get("capabilityStatus", "Enabled") != "Enabled":
+            continue
+        if sku.get("skuPartNumber") in PREMIUM_SKUS or any(
+                str(plan.get("servicePlanId")) in PREMIUM_PLANS
+                for plan in sku.get("servicePlans") or ()):
+            return
+    raise GraphFault(403, "Neither tenant is B2C or tenant doesn't have premium license",
+                     code="Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+                     family="other")
+
+
 def registration_details(call: Call, spec: ListSpec | None) -> Reply:
     """The report covers every user: users without a stored row show as not registered."""
+    require_premium(call.tenant)
     rows = call.tenant.collections["userRegistrationDetails"]
-    merged = (rows.get(str(u["id"])) or registration_default(u)
-              for u in call.tenant.collections["users"].values())
+    users: Iterable[Mapping[str, Any]] = call.tenant.collections["users"].values()
+    named = _upns_only(call.param("$filter"))
+    if named is not None:  # a lookup by UPNs: the same answer, without a 100k-row scan
+        users = [u for u in users if str(u.get("userPrincipalName")) in named]
+    merged = (rows.get(str(u["id"])) or registration_default(u) for u in users)
     return listing.serve(call, _spec(spec), merged)
 
 
+_UPN_TERM = re.compile(r"userPrincipalName eq '((?:[^']|'')*)'")
+
+
+def _upns_only(flt: str | None) -> set[str] | None:
+    """The UPNs of a filter made only of `userPrincipalName eq '…'` OR-ed, else None."""
+    if not flt:
+        return None
+    terms = [t.strip() for t in flt.split(" or ")]
+    found = [_UPN_TERM.fullmatch(t) for t in terms]
+    if not all(found):
+        return None
+    return {m.group(1).replace("''", "'") for m in found if m}
+
+
 def registration_detail(call: Call, spec: ListSpec | None) -> Reply:
+    require_premium(call.tenant)
     user_id = call.args["id"]
     row = call.tenant.get("userRegistrationDetails", user_id)
     if row is None:

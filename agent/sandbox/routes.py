@@ -299,7 +299,10 @@ ROUTES: tuple[Route, ...] = (
     R("GET", "/groups", GROUP_READ, h.list_of("groups"), GROUPS),
     R("GET", "/groups/{id}", GROUP_READ, h.get_from("groups"), GROUPS),
     R("GET", "/groups/{id}/members", GROUP_MEMBERS, h.group_members(False), MEMBERS),
-    R("GET", "/groups/{id}/transitiveMembers", GROUP_MEMBERS, h.group_members(True), MEMBERS),
+    # transitiveMembers: GroupMember.ReadBasic.All is enough (its permissions page);
+    # members' own properties need the permission to read their type (handlers.as_readable)
+    R("GET", "/groups/{id}/transitiveMembers", ("GroupMember.ReadBasic.All", *GROUP_MEMBERS),
+      h.group_members(True), MEMBERS),
     # licences, apps, devices
     R("GET", "/subscribedSkus", SKU_READ, h.subscribed_skus, SKUS),
     R("GET", "/servicePrincipals", SP_READ, h.list_of("servicePrincipals"), SERVICE_PRINCIPALS),

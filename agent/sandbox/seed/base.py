@@ -40,7 +40,10 @@ SKU_PART_NUMBERS: dict[str, str] = {sku: part for sku, part, _ in SKUS}
 SERVICE_PLANS: dict[str, tuple[tuple[str, str], ...]] = {
     SPE_E5: (("efb87545-963c-4e0d-99df-69c6916d9eb0", "EXCHANGE_S_ENTERPRISE"),
              ("43de0ff5-c92c-492b-9116-175376d08c38", "OFFICESUBSCRIPTION"),
-             ("c1ec4a95-1f05-45b3-a911-aa3fa01094f5", "INTUNE_A")),
+             ("c1ec4a95-1f05-45b3-a911-aa3fa01094f5", "INTUNE_A"),
+             # Entra ID P1/P2: PIM and the MFA registration report need them
+             ("41781fb2-bc02-4b7c-bd55-b576c07bb09d", "AAD_PREMIUM"),
+             ("eec0eb4f-6444-4f95-aba0-50c24d67f998", "AAD_PREMIUM_P2")),
     EXCHANGESTANDARD: (("9aaf7827-d63c-4b61-89c3-182f06f82e5c", "EXCHANGE_S_STANDARD"),),
     EXCHANGEENTERPRISE: (("efb87545-963c-4e0d-99df-69c6916d9eb0", "EXCHANGE_S_ENTERPRISE"),),
     EXCHANGEDESKLESS: (("4a82b400-a79f-41a4-b4e2-e94f5787b113", "EXCHANGE_S_DESKLESS"),),
