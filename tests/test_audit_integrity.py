@@ -243,3 +243,52 @@ def test_every_run_report_carries_the_checkpoint_before_its_own_entry(tmp_path: 
 
 def test_checkpoint_of_an_empty_log_is_genesis(tmp_path: Path) -> None:
     assert AuditLog(tmp_path / "audit.jsonl").checkpoint() == "0:" + "0" * 64
+
+
+def test_cli_verify_with_a_held_checkpoint_after_the_log_was_deleted_or_cut(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+    from tests.conftest import CLIENT_ID, TENANT_ID, write_config
+
+    config = write_config(tmp_path / "agent.toml", tenant_id=TENANT_ID, client_id=CLIENT_ID,
+                          graph_url=f"sandbox:{tmp_path / 'tenant.json'}",
+                          state_dir=str(tmp_path / "state"))
+    log = _log(tmp_path, 6)
+    held = log.checkpoint()
+    verify = ["--config", str(config), "audit", "verify", "--checkpoint", held]
+    assert main(verify) == 0
+    assert f"checkpoint: {held}" in capsys.readouterr().out
+    lines = _lines(log)[:3]  # cut back, head made consistent: only the checkpoint tells
+    log.path.write_bytes(b"".join(lines))
+    last = json.loads(lines[-1])
+    log.head_path.write_text(json.dumps({"seq": last["seq"], "hash": last["hash"]}))
+    assert main(verify) == 1
+    assert "entry 6 is missing, the log ends at entry 3" in capsys.readouterr().out
+    log.path.unlink()
+    log.head_path.unlink()
+    assert main(verify) == 1
+    assert "the audit log is missing" in capsys.readouterr().out
+    assert main(["--config", str(config), "audit", "verify", "--checkpoint", "6:xyz"]) == 2
+
+
+def test_a_torn_first_line_of_a_new_month_is_cut_off_too(tmp_path: Path) -> None:
+    import os
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.append({"ts": "2026-10-31T23:00:00.000Z", "event": "x"})
+    log.append({"ts": "2026-11-01T00:00:00.000Z", "event": "x"})  # a new segment
+    # December's first append moved November aside and died mid-line:
+    os.replace(log.path, log.segments_dir / "000000000002-2026-11.jsonl")
+    log.path.write_bytes(b'{"seq":3,"pr')
+    log.append({"event": "y"})
+    entries = list(log.entries())
+    assert [e["event"] for e in entries] == ["x", "x", "audit-repaired", "y"]
+    assert log.verify().ok
+
+
+def test_a_head_one_behind_must_name_the_entry_before(tmp_path: Path) -> None:
+    log = _log(tmp_path, 3)
+    log.head_path.write_text(json.dumps({"seq": 2, "hash": "f" * 64}))
+    assert not log.verify().ok
+    with pytest.raises(AuditBrokenError, match="does not match"):
+        log.append({"event": "x"})

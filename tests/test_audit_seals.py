@@ -248,3 +248,15 @@ def test_a_crash_inside_the_key_replacement_leaves_the_old_state(
     assert log.verify(key=key).ok
     _run(log, changes=1)
     assert log.verify(key=key).ok
+
+
+def test_the_verifier_s_hmac_is_hmac_sha256() -> None:
+    import hmac
+    import secrets
+
+    from agent.audit.seal import Sealer
+
+    for size in (0, 1, 32, 64, 65, 100):
+        key = secrets.token_bytes(size)
+        message = secrets.token_bytes(32)
+        assert Sealer(key).seal(message) == hmac.digest(key, message, "sha256")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from binascii import hexlify
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -78,65 +79,69 @@ class Parsed:
     problem: str = ""
 
 
+# (seq, prev, hash, hash ok, epoch, seal, 32 hash bytes); prev, hash and seal as ASCII hex
+Scanned = tuple[int, bytes, bytes, bool, int | None, bytes | None, bytes]
+
+
+class BadLine(ValueError):
+    pass
+
+
 def parse(raw: bytes) -> Parsed:
-    """Read one line (with its newline). Fast for lines this module wrote; any other JSON
-    object is decoded and its hash compared with `entry_hash` of its content."""
-    if raw.startswith(b'{"seq":') and raw.endswith(b'"}\n'):
-        fast = _parse_layout(raw)
-        if fast is not None:
-            return fast
-    return _parse_json(raw)
-
-
-def _parse_layout(raw: bytes) -> Parsed | None:
-    comma = raw.find(b",", 7)
-    if comma < 0 or raw[comma:comma + 9] != b',"prev":"' or raw[comma + 73:comma + 74] != b'"':
-        return None
+    """Read one line (with its newline)."""
     try:
-        seq = int(raw[7:comma])
-    except ValueError:
-        return None
-    prev = raw[comma + 9:comma + 73].decode("ascii", "replace")
-    epoch: int | None = None
-    if raw[comma + 74:comma + 83] == b',"epoch":':
-        end = raw.find(b",", comma + 83)
-        try:
-            epoch = int(raw[comma + 83:end])
-        except ValueError:
-            return None
-    seal: str | None = None
-    if raw[-77:-67] == b'","seal":"':
-        start, seal = len(raw) - _SEALED_TAIL, raw[-67:-3].decode("ascii", "replace")
-        stored = raw[start + 9:start + 73]
-    else:
-        start = len(raw) - _HASH_TAIL
-        stored = raw[start + 9:-3]
-    if raw[start:start + 9] != b',"hash":"':
-        return None
-    if (epoch is None) != (seal is None):
-        return None  # a seal without its epoch or the other way round: decode and report
-    digest = hashlib.sha256(raw[:start]).hexdigest()
-    return Parsed(seq, prev, digest, epoch, seal, hash_ok=stored == digest.encode())
+        seq, prev, digest, ok, epoch, seal, _ = scan(raw)
+    except BadLine as exc:
+        return Parsed(problem=str(exc))
+    return Parsed(seq, prev.decode("ascii", "replace"), digest.decode(), epoch,
+                  seal.decode("ascii", "replace") if seal is not None else None, hash_ok=ok)
 
 
-def _parse_json(raw: bytes) -> Parsed:
+def scan(raw: bytes) -> Scanned:
+    """One line (with its newline) for the chain: fast for lines this module wrote (no
+    JSON decoding, few copies: `audit verify` reads a million); any other JSON object is
+    decoded and its hash compared with `entry_hash` of its content. BadLine when it is no
+    entry at all."""
+    end = len(raw)
+    comma = raw.find(b",", 7)
+    if (raw.startswith(b'{"seq":') and raw.endswith(b'"}\n')
+            and raw.startswith(b',"prev":"', comma) and raw.startswith(b'"', comma + 73)):
+        epoch: int | None = None
+        digits = b"0"
+        if raw.startswith(b',"epoch":', comma + 74):
+            digits = raw[comma + 83:raw.find(b",", comma + 83)]
+            epoch = int(digits) if digits.isdigit() else None
+        sealed = raw.startswith(b'","seal":"', end - 77)
+        start = end - (_SEALED_TAIL if sealed else _HASH_TAIL)
+        number = raw[7:comma]
+        if (number.isdigit() and digits.isdigit() and sealed == (epoch is not None)
+                and raw.startswith(b',"hash":"', start)):
+            digest = hashlib.sha256(raw[:start]).digest()
+            hexed = hexlify(digest)
+            return (int(number), raw[comma + 9:comma + 73], hexed,
+                    raw.startswith(hexed, start + 9), epoch,
+                    raw[end - 67:end - 3] if sealed else None, digest)
+    return _scan_json(raw)
+
+def _scan_json(raw: bytes) -> Scanned:
     try:
         entry = json.loads(raw)
     except ValueError:
-        return Parsed(problem="line is not valid JSON")
+        raise BadLine("line is not valid JSON") from None
     if not isinstance(entry, dict):
-        return Parsed(problem="line is not a JSON object")
+        raise BadLine("line is not a JSON object")
     seq, prev, stored = entry.get("seq"), entry.get("prev"), entry.get("hash")
     epoch, seal = entry.get("epoch"), entry.get("seal")
     if type(seq) is not int or not isinstance(prev, str) or not isinstance(stored, str):
-        return Parsed(problem="line lacks seq, prev or hash")
+        raise BadLine("line lacks seq, prev or hash")
     if epoch is not None and type(epoch) is not int:
-        return Parsed(problem="epoch is not a number")
-    if (epoch is None) != (seal is None):
-        return Parsed(problem="entry has an epoch without a seal or a seal without an epoch")
+        raise BadLine("epoch is not a number")
+    if (epoch is None) != (seal is None) or (seal is not None and not isinstance(seal, str)):
+        raise BadLine("entry has an epoch without a seal or a seal without an epoch")
     try:
-        digest = entry_hash(entry)
+        digest = hashlib.sha256(body_bytes(entry)).digest()
     except (TypeError, ValueError):
-        return Parsed(problem="line lacks seq, prev or hash")
-    return Parsed(seq, prev, digest, epoch, seal if isinstance(seal, str) else None,
-                  hash_ok=stored == digest)
+        raise BadLine("line lacks seq, prev or hash") from None
+    hexed = hexlify(digest)
+    return (seq, prev.encode(), hexed, stored.encode() == hexed, epoch,
+            seal.encode() if isinstance(seal, str) else None, digest)

@@ -63,6 +63,7 @@ class Tail:
     epoch: int | None
     closes: bool
     ts: str | None
+    prev: str = GENESIS
 
 
 EMPTY = Tail(0, GENESIS, None, False, None)
@@ -295,6 +296,7 @@ class AuditLog:
                      "break": {"file": str(result.file) if result.file else None,
                                "line": result.bad_line, "problem": result.problem},
                      "moved_to": str(aside)}
+            write_atomic(self.head_path, _head_bytes(0, GENESIS))  # before the first line
             record = self._write_entry(EMPTY, first, None)[0]
             return aside, record
 
@@ -303,6 +305,7 @@ class AuditLog:
     def _read_tail(self) -> tuple[Tail, Path | None, int, bytes]:
         """The last complete entry, the file it is in, where that file's complete lines
         end, and any torn bytes after them."""
+        torn_in: tuple[Path, bytes] | None = None  # a file holding nothing but a torn line
         for path in reversed(self.files()):
             with path.open("rb") as fh:
                 size = fh.seek(0, os.SEEK_END)
@@ -321,7 +324,13 @@ class AuditLog:
             torn = data[end + 1:]
             complete = data[:end + 1]
             if not complete:
-                return EMPTY, path, 0, torn
+                if path != self.path:
+                    raise AuditBrokenError(VerifyResult(
+                        False, 0, 1, "line is cut off (no newline)", path))
+                torn_in = (path, torn)
+                continue
+            if torn_in is not None:
+                path, torn, size = torn_in[0], torn_in[1], len(torn_in[1])
             last = complete[complete.rfind(b"\n", 0, len(complete) - 1) + 1:]
             p = parse(last)
             if p.problem or not p.hash_ok:
@@ -334,7 +343,9 @@ class AuditLog:
                 ts, closes = decoded.get("ts"), decoded.get("event") in CLOSERS
             except ValueError:
                 pass
-            return Tail(p.seq, p.hash, p.epoch, closes, ts), path, size - len(torn), torn
+            return Tail(p.seq, p.hash, p.epoch, closes, ts, p.prev), path, size - len(torn), torn
+        if torn_in is not None:
+            return EMPTY, torn_in[0], 0, torn_in[1]
         return EMPTY, None, 0, b""
 
     def _tail_for_append(self) -> Tail:
@@ -347,11 +358,9 @@ class AuditLog:
             problem = f"{self.head_path.name} is missing (the log has entries): it was deleted"
         elif head is not None and head[0] > tail.seq and path is None:
             problem = f"the audit log is missing ({self.head_path.name} records {head[0]} entries)"
-        elif head is not None and head[0] != tail.seq and head[0] != tail.seq - 1:
-            problem = (f"{self.head_path.name} records entry {head[0]} but the log ends at "
-                       f"{tail.seq}")
-        elif head is not None and head[0] == tail.seq and head[1] != tail.hash:
-            problem = f"{self.head_path.name} does not match the log's last entry"
+        elif head is not None and head not in ((tail.seq, tail.hash), (tail.seq - 1, tail.prev)):
+            problem = (f"{self.head_path.name} (entry {head[0]}) does not match the log's last "
+                       f"entry ({tail.seq})")
         if problem:
             raise AuditBrokenError(VerifyResult(False, tail.seq, None, problem, self.path))
         if head is None:  # a new log: the head exists before the first line does

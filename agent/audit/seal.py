@@ -29,6 +29,33 @@ _KEY_ID = b"dap-agent audit key id\x00"
 STATE_FORMAT = 1
 
 
+class Sealer:
+    """HMAC-SHA256 (RFC 2104) of 32-byte hashes under one key, for a million of them: the
+    key's padded inner and outer blocks are hashed once and copied per message, as the
+    stdlib's own pure-Python `hmac.HMAC` does; twice as fast as `hmac.digest` per call
+    (OpenSSL sets the key up again each time). Equal to `hmac.digest` (tested)."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > 64:  # longer than a SHA-256 block: RFC 2104 hashes it first
+            key = hashlib.sha256(key).digest()
+        block = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(block.translate(_IPAD))
+        self._outer = hashlib.sha256(block.translate(_OPAD))
+
+    def seal(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
 def new_key() -> bytes:
     return secrets.token_bytes(32)
 
