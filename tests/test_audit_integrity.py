@@ -292,3 +292,28 @@ def test_a_head_one_behind_must_name_the_entry_before(tmp_path: Path) -> None:
     assert not log.verify().ok
     with pytest.raises(AuditBrokenError, match="does not match"):
         log.append({"event": "x"})
+
+
+def test_the_runner_stops_before_graph_and_logs_the_break(tmp_path: Path) -> None:
+    """What the daemon does with a broken log: no request, no change, an error log line
+    naming file and line (runner.audit_broken is where the notification goes)."""
+    import asyncio
+
+    from structlog.testing import capture_logs
+
+    from agent.sandbox.seed import demo_tenant
+    from tests.conftest import make_settings, run_on
+
+    settings = make_settings(tmp_path)
+    log = AuditLog(settings.state_dir / "audit.jsonl")
+    for i in range(9):
+        log.append({"event": "action", "n": i})
+    lines = _lines(log)
+    lines[6] = lines[6].replace(b'"n":6', b'"n":60')
+    log.path.write_bytes(b"".join(lines))
+    tenant = demo_tenant(NOW)
+    with capture_logs() as logs, pytest.raises(AuditBrokenError):
+        asyncio.run(run_on(tenant, settings, "privileged-roles", now=NOW, trigger="schedule"))
+    broken = [e for e in logs if e["event"].startswith("audit log not intact")]
+    assert broken and broken[0]["line"] == 7 and broken[0]["file"] == str(log.path)
+    assert tenant.requests == []
