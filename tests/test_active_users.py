@@ -189,7 +189,7 @@ def test_xlsx_has_rows_and_summary_sheets(tmp_path: Path) -> None:
     path = export_month(settings.state_dir, "2026-05", "xlsx")
     assert path == settings.state_dir / "exports" / "active-users-2026-05.xlsx"
     book = load_workbook(path, read_only=True)
-    assert book.sheetnames == ["users", "summary", "per SKU", "about"]
+    assert book.sheetnames == ["users", "summary", "joiners and leavers", "per SKU", "about"]
     users = list(book["users"].iter_rows(values_only=True))
     assert len(users) - 1 == report.summary["licensed_users"]
     summary = {r[0]: r[3] for r in book["summary"].iter_rows(values_only=True)}
@@ -473,7 +473,7 @@ def test_a_delivery_missing_from_the_audit_log_is_recorded_once(
     settings = settings_for(tmp_path, deliver_to=[], sender="")
     tenant = demo_tenant(MAY_12)
     with monkeypatch.context() as patch:
-        patch.setattr(job, "_record_delivery", lambda *args: None)
+        patch.setattr(job.delivery, "record_delivery", lambda *args: None)
         delivered = go(tenant, settings, now=MAY_12, final=True)
     log = AuditLog(settings.state_dir / "audit.jsonl")
 
