@@ -290,3 +290,12 @@ async def test_a_tenant_without_entra_premium_is_told_so(tmp_path: Path) -> None
     assert caught.value.exit_code == 3
     refused = [r for r in tenant.requests if r.status == 403]
     assert [r.path for r in refused] == [graph_roles.REGISTRATION_PATH]
+
+
+@pytest.mark.parametrize("granted", ["GroupMember.Read.All", "Group.Read.All",
+                                     "Directory.Read.All", "GroupMember.ReadBasic.All"])
+def test_config_check_online_counts_stronger_group_permissions(granted: str) -> None:
+    """A tenant that granted a stronger group permission needs no new consent."""
+    from agent.online_check import effective
+
+    assert "GroupMember.ReadBasic.All" in effective({granted})
