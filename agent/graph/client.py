@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -149,6 +150,7 @@ class GraphClient:
         low_priority: bool = False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         progress: Callable[[str, int, int, bool], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
         self._tokens = tokens
@@ -157,6 +159,7 @@ class GraphClient:
         self._retry = retry or RetryPolicy()
         self._low_priority = low_priority
         self._sleep = sleep
+        self.clock = clock  # seconds, for pacing (tests pass a clock their sleep moves)
         self._progress = progress  # (path, pages, items, done): long scans on a terminal
         self.stats = GraphStats()
 

@@ -371,7 +371,7 @@ async def mfa_registration(graph: GraphClient, users: Iterable[Principal]
     wanted = {u.id: u for u in users if u.type == "user"}
     result: dict[str, bool | None] = dict.fromkeys(wanted)
     by_upn = sorted({u.upn for u in wanted.values() if u.upn})
-    pacer = Pacer(REPORT_REQUESTS, REPORT_WINDOW, sleep=graph.sleep)
+    pacer = Pacer(REPORT_REQUESTS, REPORT_WINDOW, sleep=graph.sleep, clock=graph.clock)
     for chunk in _chunks(by_upn):
         flt = " or ".join(f"userPrincipalName eq {_quoted(upn)}" for upn in chunk)
         try:

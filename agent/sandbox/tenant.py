@@ -65,6 +65,10 @@ class Faults:
     # until then, as a directory replica that has not seen the delete yet answers
     deleted_lag_requests: int = 0
     fail_writes: dict[str, int] = field(default_factory=dict)  # regex on path -> status
+    # Graph's documented limit of the identity-and-access reports, enforced: at most this
+    # many requests to /reports/authenticationMethods per 10 s (the transport's clock),
+    # 429 beyond (0: not enforced, so tests on wall-clock time do not depend on it)
+    reports_per_10s: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Faults:

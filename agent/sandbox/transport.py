@@ -15,10 +15,13 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
+import time
 import uuid
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +36,8 @@ from agent.sandbox.tenant import RequestRecord, SandboxTenant
 from agent.sandbox.wire import Call, GraphFault, Reply, forbidden
 
 VERSIONS = ("v1.0", "beta")
+REPORTS_PREFIX = "/reports/authenticationMethods"
+REPORTS_WINDOW = 10.0
 REQUEST_LOG_LIMIT = 200_000
 _STATUS_CODES = {400: "BadRequest", 403: "Forbidden", 404: "ResourceNotFound", 409: "Conflict",
                  412: "PreconditionFailed", 429: "TooManyRequests",
@@ -69,6 +74,8 @@ class SandboxTransport(httpx.AsyncBaseTransport):
         self._revoked_nonce: str | None = None
         self._file_stamp = self._stamp()
         self._key = hashlib.sha256(f"skiptoken:{tenant.tenant_id}".encode()).digest()
+        self.clock: Callable[[], float] = time.monotonic  # what rate limits count in
+        self._report_starts: deque[float] = deque()
 
     # ---- httpx entry point --------------------------------------------------------------
 
@@ -148,6 +155,8 @@ class SandboxTransport(httpx.AsyncBaseTransport):
             if not claims.roles.intersection(route.permissions):
                 family = route.spec.family if route.spec else "directory"
                 raise forbidden(family, route.permissions)
+            if faults.reports_per_10s and path.startswith(REPORTS_PREFIX):
+                self._report_budget(faults.reports_per_10s)
             if route.write:
                 status = _write_fault(faults.fail_writes, path)
                 if status:
@@ -176,6 +185,19 @@ class SandboxTransport(httpx.AsyncBaseTransport):
         if body is not None:
             headers = {"content-type": "application/json", **headers}
         return _Prepared(status, headers, content)
+
+    def _report_budget(self, limit: int) -> None:
+        """"Five requests per 10 seconds" per app and tenant for the identity-and-access
+        reports (includes/throttling-entra-logs-reports.md): a sliding window."""
+        now = self.clock()
+        starts = self._report_starts
+        while starts and starts[0] <= now - REPORTS_WINDOW:
+            starts.popleft()
+        if len(starts) >= limit:
+            wait = math.ceil((starts[0] + REPORTS_WINDOW - now) * 1000) / 1000  # never early
+            raise GraphFault(429, "Too many requests.", code="TooManyRequests",
+                             headers={"Retry-After": _retry_after(wait)}, tag="throttle")
+        starts.append(now)
 
     def _render(self, reply: Reply, path: str) -> _Prepared:
         faults = self.tenant.faults
