@@ -114,6 +114,8 @@ def lower_bound(tenant: SandboxTenant, key_page: int) -> dict[str, int]:
         dev.DEVICES_PATH: max(1, math.ceil(entra / dev.DEVICES_TOP)),
         dev.RECOVERY_KEYS_PATH: max(1, math.ceil(keys / key_page)),
         dev.CONFIGURATIONS_PATH: 1,
+        dev.MANAGED_OVERVIEW_PATH: 1,  # the completeness guard's count
+        dev.CATALOG_POLICIES_PATH: 1,  # settings catalog (no Windows policy: no settings reads)
     }
 
 
