@@ -207,6 +207,11 @@ def _assignment_from(raw: dict[str, Any], *, kind: Kind, origin: Origin,
 # ---- reads --------------------------------------------------------------------------------
 
 
+class LicenceRequiredError(GraphError):
+    """Graph refused a read because the tenant lacks a licence (not a permission): exit 3,
+    with a message that names the licence."""
+
+
 def _complete(principal: Principal | None) -> bool:
     """Graph expanded it fully: typed, and a user with its userType (a user Graph serves
     with limited information, id and type only, has none)."""
@@ -278,12 +283,21 @@ async def _instances(graph: GraphClient, principals: _Principals, path: str, *,
     """Schedule instances as assignments, plus the ids of the role assignments behind them."""
     found: list[RoleAssignment] = []
     origins: set[str] = set()
-    async for raw in graph.list(path, permission=permission, params={"$expand": "principal"}):
-        principal = principals.of(raw)
-        found.append(_assignment_from(raw, kind=kind, origin="pim", principal=principal))
-        origin = _text(raw.get("roleAssignmentOriginId"))
-        if origin:
-            origins.add(origin)
+    try:
+        async for raw in graph.list(path, permission=permission,
+                                    params={"$expand": "principal"}):
+            principal = principals.of(raw)
+            found.append(_assignment_from(raw, kind=kind, origin="pim", principal=principal))
+            origin = _text(raw.get("roleAssignmentOriginId"))
+            if origin:
+                origins.add(origin)
+    except GraphError as exc:
+        if exc.code == PIM_UNLICENSED:
+            raise LicenceRequiredError(
+                f"PIM needs Entra ID P2 (or ID Governance): Graph refused GET {path} "
+                f"({exc.code}); license the tenant, or run without privileged-roles",
+                status=exc.status, code=exc.code, request_id=exc.request_id) from None
+        raise
     return found, origins
 
 
@@ -345,16 +359,16 @@ async def fetch_inventory(graph: GraphClient) -> RoleInventory:
         members={g: tuple(settled(m) for m in held) for g, held in members.items()})
 
 
+# PIM's answer (400) for a tenant without Entra ID P2 / ID Governance, as reported by
+# tools that met it (e.g. mondoohq/mql#8955, Galvnyz/M365-Assess#117); not in Graph's docs.
+PIM_UNLICENSED = "AadPremiumLicenseRequired"
+
 # The identity-and-access reports allow five requests per 10 seconds per app and tenant
 # (includes/throttling-entra-logs-reports.md); the pacer keeps every request inside that.
 REPORT_REQUESTS, REPORT_WINDOW = 5, 10.0
 REGISTRATION_PATH = "/reports/authenticationMethods/userRegistrationDetails"
 # Graph's answer for a tenant without Entra ID P1/P2 (or a B2C tenant), with 403.
 NON_PREMIUM = "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
-
-
-class LicenceRequiredError(GraphError):
-    """Graph refused a read because the tenant lacks a licence (not a permission)."""
 
 
 async def mfa_registration(graph: GraphClient, users: Iterable[Principal]
