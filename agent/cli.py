@@ -60,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["csv", "xlsx"], default="csv")
     export.add_argument("--output", metavar="PATH")
 
+    report = sub.add_parser("report", help="write the monthly service report")
+    report.add_argument("--month", required=True, metavar="YYYY-MM")
+    report.add_argument("--format", choices=["html", "pdf"], default="html",
+                        help="pdf needs the optional extra: pip install 'dap-agent[pdf]'")
+    report.add_argument("--output", metavar="PATH",
+                        help="write here instead of <state>/reports/")
+    report.add_argument("--language", choices=["nl", "en"],
+                        help="default: [service_report] language (nl)")
+
     sub.add_parser("serve", help="the daemon: run jobs on their schedule")
 
     audit = sub.add_parser("audit", help="check or read the audit log")
@@ -202,6 +211,19 @@ def _warn_if_audit_broken(settings: Settings) -> None:
     warn_if_broken(audit_log(settings))
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from agent.report import write_report
+    from agent.runner import ensure_state_dir
+
+    settings = _settings(args)
+    ensure_state_dir(settings)
+    written = write_report(settings.state_dir, args.month, tz=settings.zone,
+                           language=args.language or settings.policy("service_report").language,
+                           fmt=args.format, output=Path(args.output) if args.output else None)
+    print(written.path)
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from agent.serve import serve
 
@@ -316,7 +338,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": cmd_run, "jobs": cmd_jobs, "export": cmd_export, "serve": cmd_serve,
+    "run": cmd_run, "jobs": cmd_jobs, "export": cmd_export, "report": cmd_report,
+    "serve": cmd_serve,
     "audit": cmd_audit, "config": cmd_config, "demo": cmd_demo, "rules": cmd_rules,
 }
 

@@ -57,7 +57,12 @@ def prepare(directory: Path) -> Path:
 
 
 async def _run_all(config: Path) -> list[tuple[str, RunReport | None, DapError | None]]:
+    from agent.runner import agent_now
+    from agent.sandbox.history import seed_history
+
     settings = load_settings(config)
+    # a year of month ends first, so the service report (the last job) has its trends
+    await seed_history(settings, agent_now(settings))
     results: list[tuple[str, RunReport | None, DapError | None]] = []
     for job_id in REGISTRY:
         try:
@@ -73,7 +78,8 @@ def run_demo(directory: Path) -> int:
     config = prepare(directory)
     print(f"dap-agent demo: sandbox tenant and state in {config.parent}\n")
     exit_code = EXIT_OK
-    for job_id, report, error in asyncio.run(_run_all(config)):
+    results = asyncio.run(_run_all(config))
+    for job_id, report, error in results:
         if report is not None:
             print_report(report)
         if error is not None:
@@ -86,6 +92,9 @@ def run_demo(directory: Path) -> int:
     print(f"audit log: {'intact' if result.ok else 'NOT intact: ' + result.problem}, "
           f"{result.entries} entries")
     prog = _program()
+    report = next((r for job, r, _ in results if job == "service-report" and r), None)
+    if report is not None and report.summary.get("report_path"):
+        print(f"service report: {report.summary['report_path']}")
     print(f"\nTry:  {prog} --config {config} audit show\n"
           f"      {prog} --config {config} run offboarding --json\n"
           f"      DAP_AGENT_OFFBOARDING__MODE=enforce {prog} --config {config} "

@@ -560,11 +560,26 @@ async def run(ctx: JobContext) -> None:
         "roles_in_scope": policy.roles_in_scope,
         "register_entries": len(policy.register_entries),
         "register_unmatched": [e.label() for e in evaluation.unmatched_entries],
+        # the service report lists these (it reads stored run reports, not the config)
+        "register_expiring": _expiring(policy.register_entries,
+                                       ctx.now.astimezone(ctx.tz).date()),
         "export_path": str(path),
         "export_rows": len(rows),
         "export_sha256": hashlib.sha256(data).hexdigest(),
     }
     ctx.run.report.summary.update(summary)
+
+
+EXPIRING_DAYS = 30
+
+
+def _expiring(entries: Sequence[RegisterEntry], today: date) -> list[dict[str, str]]:
+    """Register entries that end within EXPIRING_DAYS (renew them, or the role must go)."""
+    horizon = today + timedelta(days=EXPIRING_DAYS)
+    return [{"principal": e.principal, "role": e.template.name, "kind": e.kind,
+             "end": e.end.isoformat(), "reference": e.reference}
+            for e in sorted(entries, key=lambda e: (e.end, e.principal))
+            if today <= e.end <= horizon]
 
 
 JOB = JobSpec(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -151,6 +152,9 @@ def test_demo_runs_every_job_and_leaves_a_verifiable_log(tmp_path: Path) -> None
                 "secure-score"):
         assert f"{job}: ok" in result.stdout
     assert "audit log: intact" in result.stdout
+    report = re.search(r"^service report: (\S+)$", result.stdout, re.MULTILINE)
+    assert report is not None and Path(report[1]).is_file()
+    assert "Servicerapport" in Path(report[1]).read_text(encoding="utf-8")
     again = cli("--config", str(tmp_path / "demo" / "agent.toml"), "audit", "verify")
     assert again.returncode == 0
 

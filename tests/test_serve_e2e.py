@@ -67,6 +67,7 @@ def test_sigterm_during_a_scheduled_run(tmp_path: Path,
         graph_url=f"sandbox:{tmp_path / 'tenant.json'}", state_dir=str(state),
         active_users={"enabled": False}, device_compliance={"enabled": False},
         privileged_roles={"enabled": False}, secure_score={"enabled": False},
+        service_report={"enabled": False},
         offboarding={"mode": "enforce", "schedule": "0 6 * * *"})
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAP_AGENT_", "WATCHDOG_"))}
     env.update(DAP_AGENT_NOW="2026-12-02T05:59:58+01:00", NOTIFY_SOCKET=sock_path,

@@ -100,7 +100,7 @@ def test_job_status_rows(tmp_path: Path) -> None:
     with job_lock(state, "privileged-roles", wait=False):
         rows = {row.job: row for row in job_status(settings, now)}
     assert list(rows) == ["active-users", "offboarding", "device-compliance",
-                          "privileged-roles", "secure-score"]
+                          "privileged-roles", "secure-score", "service-report"]
     assert rows["active-users"].next_run == "2026-12-31 07:00 CET"  # last working day
     assert rows["active-users"].last_run is None and rows["active-users"].status is None
     assert rows["offboarding"].next_run == "2026-12-01 06:00 CET"
