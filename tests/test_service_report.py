@@ -450,3 +450,10 @@ async def test_the_scheduled_run_writes_and_mails_the_month_it_serves(copy: Hist
     dry = await run_on(tenant, settings, "service-report", now=NOW, dry_run=True)
     assert [(a.action, a.status) for a in dry.actions] == [("send-mail", "planned")]
     assert mailed(tenant) == []
+
+
+def test_the_readme_shows_the_first_page() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "## Service report" in readme
+    assert "(docs/service-report.png)" in readme
+    assert (ROOT / "docs" / "service-report.png").read_bytes().startswith(b"\x89PNG")
