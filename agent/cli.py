@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,20 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("jobs", help="list jobs, their schedule and last run")
 
     run = sub.add_parser("run", help="run one job now")
-    run.add_argument("job", choices=list(REGISTRY))
+    run.add_argument("job", choices=list(REGISTRY), help="the job to run: %(choices)s")
     run.add_argument("--dry-run", action="store_true",
                      help="report every change the job would make; make none")
     run.add_argument("--json", action="store_true", help="print the run report as JSON")
     run.add_argument("--final", action="store_true",
-                     help="active-users: deliver the month (its export becomes immutable)")
+                     help="active-users only: deliver the month (its export becomes "
+                          "immutable)")
     run.add_argument("--wait", action="store_true",
                      help="if the job is running elsewhere, wait for it instead of exiting")
 
     export = sub.add_parser("export", help="re-render a stored export")
-    export.add_argument("what", choices=["active-users"])
-    export.add_argument("--month", required=True, metavar="YYYY-MM")
-    export.add_argument("--format", choices=["csv", "xlsx"], default="csv")
-    export.add_argument("--output", metavar="PATH")
+    export.add_argument("what", choices=["active-users"], help="the export: %(choices)s")
+    export.add_argument("--month", required=True, metavar="YYYY-MM",
+                        help="the month to re-render from its stored snapshot")
+    export.add_argument("--format", choices=["csv", "xlsx"], default="csv",
+                        help="file format (default csv)")
+    export.add_argument("--output", metavar="PATH",
+                        help="where to write it (a file, or an existing directory; default "
+                             "<state>/exports/)")
 
     report = sub.add_parser("report", help="write the monthly service report")
     report.add_argument("--month", required=True, metavar="YYYY-MM")
@@ -105,7 +111,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", default="dap-agent-demo",
                       help="where the demo keeps its config, tenant and state "
                            "(default ./dap-agent-demo)")
+    _global_options_after_the_command(parser)
     return parser
+
+
+def _global_options_after_the_command(parser: argparse.ArgumentParser) -> None:
+    """`dap-agent run X --config F` works like `dap-agent --config F run X`: every
+    subcommand also takes --config, -v and --debug. SUPPRESS as default, so an option given
+    before the command is not reset by the subparser. (argparse lists subparsers only
+    through its private _SubParsersAction.)"""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for subparser in action.choices.values():
+            options = {o for a in subparser._actions for o in a.option_strings}
+            if "--config" not in options:
+                subparser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                                       help="TOML file (as before the command)")
+            if "--verbose" not in options:
+                subparser.add_argument("-v", "--verbose", action="store_true",
+                                       default=argparse.SUPPRESS, help="debug logging")
+            if "--debug" not in options:
+                subparser.add_argument("--debug", action="store_true",
+                                       default=argparse.SUPPRESS,
+                                       help="show tracebacks of errors")
+            _global_options_after_the_command(subparser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,6 +153,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dap-agent: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `dap-agent audit show | head`: the reader has gone; end quietly. Point stdout at
+        # devnull so the interpreter's final flush does not fail again (Python docs, signal:
+        # "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except PermissionError as exc:  # most likely the service user's state, read by another
         if args.debug:
             raise
@@ -155,6 +191,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.progress import terminal_progress
     from agent.runner import run_job
 
+    if args.final and args.job != "active-users":
+        raise UsageError(f"--final delivers the active-users month; job {args.job} has no "
+                         "month to deliver")
     settings = _settings(args)
     try:
         report = asyncio.run(run_job(settings, args.job, dry_run=args.dry_run, final=args.final,
@@ -199,6 +238,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_readable(settings.state_dir)
     _warn_if_audit_broken(settings)
     output = Path(args.output) if args.output else None
+    if output is not None and not output.is_dir() and not output.parent.is_dir():
+        # a typo in the path must not leave a new directory tree behind
+        raise UsageError(f"--output {output}: the directory {output.parent} does not exist; "
+                         "create it first or choose another path")
     path = export_month(settings.state_dir, args.month, args.format, output)
     print(path)
     return EXIT_OK
@@ -267,8 +310,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
             runs[entry["run_id"]]["status"] = entry.get("status")
     print(f"{'RUN ID':<48} {'JOB':<18} {'TRIGGER':<9} {'DRY':<5} STATUS")
     for run_id, info in list(runs.items())[-20:]:
-        print(f"{run_id:<48} {info['job']:<18} {info['trigger']:<9} "
-              f"{'yes' if info['dry_run'] else 'no':<5} {info['status']}")
+        print(f"{run_id:<48} {human(info['job']):<18} {human(info['trigger']):<9} "
+              f"{'yes' if info['dry_run'] else 'no':<5} {human(info['status'])}")
     return EXIT_OK
 
 
@@ -350,6 +393,15 @@ def _print_json(report: RunReport) -> None:
     sys.stdout.writelines(report.json_pieces())  # the same document runs/ stores
 
 
+def human(value: object) -> str:
+    """A value for a person: never Python's `None`/`True`/`False`."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
 def print_report(report: RunReport) -> None:
     from jobs import REGISTRY
 
@@ -361,12 +413,12 @@ def print_report(report: RunReport) -> None:
     print(f"{report.job}: {report.status} ({mode}, run {report.run_id})")
     for key, value in report.summary.items():
         if isinstance(value, (str, int, float, bool)) or value is None:
-            print(f"  {key}: {value}")
+            print(f"  {key}: {human(value)}")
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             # e.g. offboarding's veto window: one line per entry, the customer acts on them
             print(f"  {key}:")
             for item in value[:LIST_LIMIT]:
-                print("    - " + ", ".join(f"{k}={v}" for k, v in item.items()))
+                print("    - " + ", ".join(f"{k}={human(v)}" for k, v in item.items()))
             if len(value) > LIST_LIMIT:
                 print(f"    ... {len(value) - LIST_LIMIT} more (see --json)")
     from agent.run_lines import report_lines

@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
@@ -78,7 +79,7 @@ def configure(*, verbose: bool = False, quiet: bool = False,
         processors=[
             structlog.contextvars.merge_contextvars,  # run_id on every line of a run
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _timestamp,
             structlog.processors.format_exc_info,
             redact,
             renderer,
@@ -91,8 +92,8 @@ def configure(*, verbose: bool = False, quiet: bool = False,
     # said, secret and all): one handler, same stream, same format, same redaction.
     handler = logging.StreamHandler(_CurrentStderr())
     handler.addFilter(_RedactingFilter())
-    handler.setFormatter(_JsonFormatter() if json_lines else
-                         logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
+    handler.setFormatter(_JsonFormatter() if json_lines else _TextFormatter(
+        "%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
@@ -111,11 +112,27 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
+def utc_stamp(epoch: float) -> str:
+    """The one timestamp format of every log line: UTC, ISO 8601, `Z`, microseconds."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event["timestamp"] = utc_stamp(time.time())
+    return event
+
+
+class _TextFormatter(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return utc_stamp(record.created)
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"event": record.getMessage(), "level": record.levelname.lower(),
-                 "logger": record.name,
-                 "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat()}
+                 "logger": record.name, "timestamp": utc_stamp(record.created),
+                 # a library's line during a run names the run too
+                 **structlog.contextvars.get_contextvars()}
         if record.exc_text:
             entry["exception"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False)

@@ -175,6 +175,7 @@ async def run_job(
             if own_client:
                 await client.aclose()
     record_run(settings.state_dir, run.report)
-    log.info("run finished", status=run.report.status, findings=len(run.report.findings),
-             actions=len(run.report.actions))
+    # after the lock: the context (run_id, job) is unbound by now, so name them here
+    log.info("run finished", run_id=run.run_id, job=job_id, status=run.report.status,
+             findings=len(run.report.findings), actions=len(run.report.actions))
     return run.report

@@ -6,6 +6,7 @@ Strict: unknown keys are errors, and every problem is reported at once as
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -244,8 +245,9 @@ def load_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settin
     toml = read_toml(path)
     credentials = read_credentials()
     _LOADING["toml"], _LOADING["credentials"] = toml, credentials
+    unknown = _unknown_environment()
     try:
-        return Settings(**(overrides or {}))
+        settings = Settings(**(overrides or {}))
     except SettingsError:
         # pydantic-settings could not even parse a value (a list or table in the
         # environment that is not JSON): find and name the variable ourselves
@@ -253,10 +255,35 @@ def load_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settin
             "environment: a DAP_AGENT_* variable could not be parsed"]) from None
     except ValidationError as exc:
         env = _env_keys(Settings)
-        raise ConfigError([_describe(err, path, toml, env, credentials)
-                           for err in exc.errors()]) from None
+        raise ConfigError(unknown + [_describe(err, path, toml, env, credentials)
+                                     for err in exc.errors()]) from None
     finally:
         _LOADING["toml"], _LOADING["credentials"] = {}, {}
+    if unknown:
+        raise ConfigError(unknown)
+    return settings
+
+
+# DAP_AGENT_* variables that are not settings: the config file's path and test hooks
+NOT_SETTINGS = ("CONFIG", "NOW", "SANDBOX_ROLES", "SANDBOX_FAULTS")
+
+
+def _unknown_environment() -> list[str]:
+    """A misspelt top-level variable (DAP_AGENT_TENANTID) is an error, as a nested one is
+    (pydantic-settings would silently ignore it)."""
+    known = {(f.alias or n).lower() for n, f in Settings.model_fields.items()}
+    problems = []
+    for name in sorted(os.environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper[len(ENV_PREFIX):] in NOT_SETTINGS:
+            continue
+        top = upper[len(ENV_PREFIX):].split("__", 1)[0].lower()
+        if top not in known:
+            close = difflib.get_close_matches(top, known, n=1)
+            hint = (f"did you mean {ENV_PREFIX}{close[0].upper()}?" if close else
+                    "see config/agent.example.toml for the settings")
+            problems.append(f"environment {name}: unknown setting ({hint})")
+    return problems
 
 
 def _describe(err: Any, path: Path, toml: dict[str, Any], env: dict[str, Any],
