@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "<state>/exports/)")
 
     report = sub.add_parser("report", help="write the monthly service report")
-    report.add_argument("--month", required=True, metavar="YYYY-MM")
+    report.add_argument("--month", required=True, metavar="YYYY-MM",
+                        help="the month the report covers")
     report.add_argument("--format", choices=["html", "pdf"], default="html",
                         help="pdf needs the optional extra: pip install 'dap-agent[pdf]'")
     report.add_argument("--output", metavar="PATH",
