@@ -457,3 +457,44 @@ def test_the_readme_shows_the_first_page() -> None:
     assert "## Service report" in readme
     assert "(docs/service-report.png)" in readme
     assert (ROOT / "docs" / "service-report.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_deleted_accounts_and_decisions_of_the_month(copy: History) -> None:
+    from agent.ledger import Ledger
+
+    ledger = Ledger.open(copy.state / "offboarding-ledger.jsonl")
+    for uid, upn, purged in (("u-nov", "karel.klaar@contoso.nl", datetime(2026, 11, 12, 9,
+                                                                          tzinfo=UTC)),
+                             ("u-oct", "oud.geval@contoso.nl", datetime(2026, 10, 31, 23, 30,
+                                                                        tzinfo=UTC))):
+        ledger.record("inactive", uid, at=datetime(2026, 8, 1, tzinfo=UTC), run_id="r1",
+                      upn=upn, name=upn.split("@")[0].replace(".", " ").title(),
+                      leave_date="2026-07-31")
+        ledger.record("deleted", uid, at=purged.replace(day=1), run_id="r2")
+        ledger.record("purged", uid, at=purged, run_id="r3", source="deleted-items")
+    decisions = [
+        {"ts": "2026-11-15T10:00:00Z", "kind": "veto", "user_id": "u-x",
+         "user_principal_name": "olaf.oud@contoso.nl", "by": "J. Jansen (klant)",
+         "reason": "lopend onderzoek <FIOD>", "until": "2027-01-31"},
+        {"ts": "2026-10-02T10:00:00Z", "kind": "approve", "user_id": "u-y",
+         "user_principal_name": "pim.beheerder@contoso.nl", "by": "J. Jansen",
+         "reason": "", "until": None},
+    ]
+    (copy.state / "decisions.jsonl").write_text(
+        "".join(json.dumps(d) + "\n" for d in decisions))
+
+    state = collect(copy.state, MONTH, copy.settings.zone)
+    # 31 October 23:30 UTC is 1 November in Amsterdam: that purge belongs to November too
+    assert [r["upn"] for r in state.deleted_accounts] == ["oud.geval@contoso.nl",
+                                                          "karel.klaar@contoso.nl"]
+    assert [d["user"] for d in state.decisions] == ["olaf.oud@contoso.nl"]
+    written = write_report(copy.state, MONTH, tz=copy.settings.zone, language="nl")
+    cells = parse(written.path.read_bytes())
+    assert number(cells.value("deleted")) == 2
+    rows = cells.tables["deleted-accounts"][1:]
+    assert rows[1][:2] == ["Karel Klaar", "karel.klaar@contoso.nl"]
+    assert [r[4] for r in rows] == ["1 november 2026", "12 november 2026"]  # oldest first
+    [decision] = cells.tables["decisions"][1:]
+    assert decision[1] == "veto (tot 31 januari 2027)"
+    assert decision[4] == "lopend onderzoek <FIOD>"  # shown as text, escaped in the HTML
+    assert "lopend onderzoek &lt;FIOD&gt;" in written.path.read_text()
