@@ -169,7 +169,7 @@ class Walk:
         if not r.ok:
             return
         if r.sealed_from is None:
-            if state is not None:
+            if state is not None or (r.entries == 0 and seal_path.exists()):
                 self._fail(f"sealing state {seal_path.name} exists but the log has no seal-init "
                            "entry: the log was replaced, or `audit init` was interrupted "
                            "(run it again)", seal_path)
