@@ -353,6 +353,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         mode = getattr(settings.policy(spec.policy_section), "mode", None)
         print(f"  {spec.id:<18} schedule {settings.policy(spec.policy_section).schedule!r}"
               + (f", mode {mode}" if mode else ""))
+    print(f"  {'notify':<18} " + notify_summary(settings))
     if not args.online:
         return EXIT_OK
     from agent.online_check import check_online
@@ -366,6 +367,19 @@ def cmd_config(args: argparse.Namespace) -> int:
         raise GraphPermissionError(", ".join(sorted({p for _, p in missing})))
     print("online check passed: token acquired, every needed Graph permission is granted")
     return EXIT_OK
+
+
+def notify_summary(settings: Settings) -> str:
+    """Where notifications go, without the webhook URL (a secret)."""
+    cfg = settings.notify
+    if not cfg.channels:
+        return "off (no mail_to, no webhook_url)"
+    where = []
+    if cfg.mail_to:
+        where.append(f"mail to {', '.join(cfg.mail_to)} from {cfg.sender}")
+    if cfg.webhook_url is not None:
+        where.append(f"webhook ({cfg.webhook_format})")
+    return f"{'; '.join(where)}; events {', '.join(cfg.events)}; min_severity {cfg.min_severity}"
 
 
 def cmd_rules(args: argparse.Namespace) -> int:

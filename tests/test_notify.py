@@ -336,3 +336,16 @@ async def test_an_expiring_certificate_is_notified_once_a_day(
     assert len(hook.calls) == 2  # the next day again
     assert [e["notify_event"] for e in audit_entries(settings, "notify-sent")] == [
         "certificate-expiring"] * 2
+
+
+def test_config_check_says_where_notifications_go_without_the_url(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    config = base_config(tmp_path, webhook_format="teams", min_severity="medium")
+    monkeypatch.setenv("DAP_AGENT_NOTIFY__WEBHOOK_URL", HOOK)
+    assert main(["--config", str(config), "config", "check"]) == 0
+    out = capsys.readouterr().out
+    assert "notify             webhook (teams); events run-failed," in out
+    assert "min_severity medium" in out and "TOPSECRETSIG" not in out
