@@ -5,22 +5,26 @@ wipe for a device, or that a purge was under way; the ledger does. It is the sou
 purge date (inactive date + retention), of `OFF-REENABLED` (we disabled it, now it is
 enabled) and of the monthly deleted-accounts overview.
 
-Format: append-only JSONL, one event per line (`inactive`, `revoked`, `device`,
-`reenabled`, `purge-started`, `purge-failed`, `deleted`, `purged`), folded into one
-`LeaverRecord` per user on load. Why append-only rather than a JSON document replaced
-atomically: each event is one small `write` on an O_APPEND descriptor, fsynced before the
-next Graph change, so the cost per change is constant (a rewrite grows with the ledger);
-the history is kept (the overview lists who was purged when, by which run, with request
-ids); and the only damage a crash can do is cut the last line. A cut last line carries an
-event that was never acknowledged: it is discarded (and cut off before the next append),
-exactly as if the crash had come before the write, and the job re-derives that step from
-Graph. A bad line anywhere else is not a crash artefact: the ledger refuses to load
-rather than guess inactive dates for accounts it is about to delete.
+Format: append-only JSONL, one event per line, folded into one `LeaverRecord` per user on
+load. Why append-only rather than a JSON document replaced atomically: each event is one
+small `write` on an O_APPEND descriptor, fsynced before the next Graph change, so the cost
+per change is constant (a rewrite grows with the ledger); the history is kept (the overview
+lists who was purged when, by which run, with request ids); and the only damage a crash can
+do is cut the last line. A cut last line carries an event that was never acknowledged: it is
+discarded (and cut off before the next append), exactly as if the crash had come before the
+write, and the job re-derives that step from Graph. A bad line anywhere else is not a crash
+artefact: the ledger refuses to load rather than guess inactive dates for accounts it is
+about to delete.
 
-Crash ordering, which the job relies on: every event is written *after* Graph confirmed
-the change it records, except `purge-started`, which is written *before* the user is
-deleted (write-ahead), so a run cut off between deleting the user and removing it from
-deleted items finds its own half-finished purge and completes it.
+Write-ahead: before each change the job appends an `intent` (what, to whom, when); after
+Graph's 2xx it appends the outcome (`inactive`, `revoked`, `device`, `deleted`, `purged`),
+which settles the intent. An intent without outcome is a change whose answer was lost (a
+crash, a full disk): the next run reconciles it against Graph before planning (did the
+disable happen? then the inactive date is the intent's date, not an older leave date) and
+settles it with the outcome or with `intent-void` (it did not happen). Other events:
+`reenabled`, `restored` (a veto for good), `announced` (the purge was listed in the veto
+window), `refused` (Graph refused the change for a privileged account), `purge-failed`
+(a refused or called-off purge). `purge-started` is the older name of the delete intent.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ from agent.errors import DapError
 from agent.files import make_private_dirs
 
 EVENTS = ("inactive", "revoked", "device", "reenabled", "purge-started", "purge-failed",
-          "deleted", "purged")
+          "deleted", "purged", "intent", "intent-void", "announced", "refused", "restored")
+# the changes an intent can announce; device actions are keyed "wipe:<device id>"
+INTENT_ACTIONS = ("disable", "revoke", "wipe", "retire", "delete", "purge")
 
 
 class LedgerError(DapError):
@@ -63,6 +69,29 @@ class DeviceRecord:
     at: datetime
     run_id: str | None
     request_id: str | None
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A change the job was about to make (written before it was sent)."""
+
+    key: str  # "disable", "revoke", "delete", "purge", "wipe:<device id>", ...
+    at: datetime
+    run_id: str | None
+
+    @property
+    def action(self) -> str:
+        return self.key.split(":", 1)[0]
+
+    @property
+    def device_id(self) -> str | None:
+        return self.key.split(":", 1)[1] if ":" in self.key else None
+
+
+def intent_key(action: str, device_id: str | None = None) -> str:
+    if action not in INTENT_ACTIONS:
+        raise ValueError(f"unknown intent action {action!r}")
+    return f"{action}:{device_id}" if device_id else action
 
 
 @dataclass
@@ -91,6 +120,11 @@ class LeaverRecord:
     purge_request_id: str | None = None
     purge_run_id: str | None = None
     purge_source: str | None = None
+    intents: dict[str, Intent] = field(default_factory=dict)  # written, not yet settled
+    announced_at: datetime | None = None  # first listed in the veto window (this period)
+    announced_run_id: str | None = None
+    refused: dict[str, datetime] = field(default_factory=dict)  # action -> last 403
+    restored_at: datetime | None = None  # restored from deleted items: never deleted again
 
     @property
     def inactive(self) -> bool:
@@ -100,8 +134,13 @@ class LeaverRecord:
     @property
     def purge_pending(self) -> bool:
         """A purge this agent started (or half made) and did not finish."""
-        return (self.purge_started_at is not None or self.deleted_at is not None) \
-            and self.purged_at is None
+        return (self.purge_started_at is not None or self.deleted_at is not None
+                or "delete" in self.intents or "purge" in self.intents) \
+            and self.purged_at is None and self.restored_at is None
+
+    def _settle(self, *keys: str) -> None:
+        for key in keys:
+            self.intents.pop(key, None)
 
     def apply(self, event: dict[str, Any]) -> None:
         kind = event["event"]
@@ -118,32 +157,59 @@ class LeaverRecord:
             if self.reenabled_at is not None:  # enabled in between: new sessions to revoke
                 self.revoked_at = None
                 self.revoke_request_id = None
+                self.announced_at = None  # a new period: a new announcement
+                self.announced_run_id = None
             self.reenabled_at = None
+            self._settle("disable")
+            self.refused.pop("disable", None)
         elif kind == "revoked":
             self.revoked_at = at
             self.revoke_request_id = event.get("request_id")
+            self._settle("revoke")
         elif kind == "device":
             device_id = str(event["device_id"])
             self.devices[device_id] = DeviceRecord(
                 device_id=device_id, name=event.get("device_name"),
                 action=str(event.get("action")), source=str(event.get("source", "issued")),
                 at=at, run_id=event.get("run_id"), request_id=event.get("request_id"))
+            self._settle(f"wipe:{device_id}", f"retire:{device_id}")
         elif kind == "reenabled":
             self.reenabled_at = at
-        elif kind == "purge-started":
+        elif kind == "purge-started":  # the delete intent, by its older name
             self.purge_started_at = at
+            self.intents["delete"] = Intent("delete", at, event.get("run_id"))
         elif kind == "purge-failed":  # refused, or called off (restored): no half purge
             self.purge_started_at = None
             self.deleted_at = None
+            self._settle("delete", "purge")
         elif kind == "deleted":
-            self.deleted_at = at
+            self.deleted_at = _time(event.get("deleted_at")) or at
             self.delete_request_id = event.get("request_id")
             self.delete_run_id = event.get("run_id")
+            self._settle("delete")
+            self.refused.pop("delete", None)
         elif kind == "purged":
             self.purged_at = at
             self.purge_request_id = event.get("request_id")
             self.purge_run_id = event.get("run_id")
             self.purge_source = event.get("source")
+            self._settle("delete", "purge")
+        elif kind == "intent":
+            key = str(event["key"])
+            self.intents[key] = Intent(key, at, event.get("run_id"))
+        elif kind == "intent-void":  # reconciled: the change did not happen
+            self._settle(str(event["key"]))
+        elif kind == "announced":
+            if self.announced_at is None:
+                self.announced_at = at
+                self.announced_run_id = event.get("run_id")
+        elif kind == "refused":
+            self.refused[str(event["action"])] = at
+            self._settle(str(event["action"]))
+        elif kind == "restored":
+            self.restored_at = at
+            self.purge_started_at = None
+            self._settle("delete", "purge")
 
 
 class Ledger:

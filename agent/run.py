@@ -150,6 +150,11 @@ class Run:
         self.report.warnings.append(message)
         log.warning(message, run_id=self.run_id)
 
+    def event(self, name: str, **data: Any) -> None:
+        """An audit entry of this run that is neither a change nor its outcome (offboarding:
+        `purge-announced`, `intent-reconciled`)."""
+        self._audit(name, **data)
+
     def check_stop(self, action: str, target: Subject) -> None:
         """Between changes: if the daemon is stopping, end the run here (partial)."""
         if self._stop is not None and self._stop():

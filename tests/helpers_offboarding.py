@@ -149,3 +149,15 @@ def rules(report: RunReport) -> dict[str, set[str | None]]:
 
 def ledger_of(cfg: Settings) -> Ledger:
     return Ledger.open(cfg.state_dir / LEDGER_FILE, write=False)
+
+
+def announce(cfg: Settings | Path, *upns: str, days_ago: float = 8, now: datetime = NOW) -> None:
+    """What an earlier run did: list these users' purges in the veto window (the notice
+    rule then lets a purge whose retention has ended go ahead). `cfg`: settings or the
+    state dir."""
+    state_dir = cfg if isinstance(cfg, Path) else cfg.state_dir
+    ledger = Ledger.open(state_dir / LEDGER_FILE)
+    for upn in upns:
+        upn = upn if "@" in upn else f"{upn}@{D}"
+        ledger.record("announced", uid(upn), at=now - days_ago * DAY, run_id="earlier-run",
+                      upn=upn)

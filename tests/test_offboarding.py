@@ -21,6 +21,7 @@ from tests.helpers_offboarding import (
     add_deleted,
     add_device,
     add_leaver,
+    announce,
     by_status,
     did,
     done,
@@ -75,13 +76,15 @@ async def test_demo_enforce_makes_exactly_the_plan_then_nothing(tmp_path: Path) 
     planned = by_status(await run_off(tenant, cfg, dry_run=True), "planned")
     assert planned == expected_actions()
     report = await run_off(tenant, cfg)
-    failed = expected("failed")
-    made = planned - failed - expected("not_reached")
+    refused = expected("refused")
+    made = planned - refused - expected("not_reached")
     assert by_status(report, "done") == made
-    assert by_status(report, "failed") == failed
-    assert report.status == "partial"  # the privileged leaver's purge is refused
-    assert by_status(report, "skipped") == {("disable-user", seed.PETRA),
-                                            ("wipe-device", "LT-WOUT")}  # already wiping
+    assert by_status(report, "failed") == set()
+    assert report.status == "ok"  # the privileged leaver's refusal is a finding
+    assert by_status(report, "skipped") == {
+        ("disable-user", seed.PETRA), ("wipe-device", "LT-WOUT"),  # protected, wiping
+        ("disable-user", seed.PIM),  # refused by Graph
+        ("delete-user", seed.OLAF), ("purge-user", seed.HUGO)}  # announced, not made
     assert rules(report) == {c.finding: {upn} for upn, c in seed.CASES.items() if c.finding}
     veto = {v["user_principal_name"] for v in report.summary["veto_window"]}
     assert veto == {upn for upn, c in seed.CASES.items() if c.veto}
@@ -95,20 +98,26 @@ async def test_demo_enforce_makes_exactly_the_plan_then_nothing(tmp_path: Path) 
 
     assert users[seed.PETRA]["accountEnabled"] is True
     assert users[seed.RITA]["accountEnabled"] is True
-    assert seed.OLAF not in users and tenant.get("deletedItems", uid(seed.OLAF)) is None
-    assert tenant.get("deletedItems", uid(seed.HUGO)) is None
-    assert tenant.get("deletedItems", uid(seed.ELINE)) is not None  # someone else's
-    assert seed.PIM in users
+    assert users[seed.PIM]["accountEnabled"] is True
+    assert seed.OLAF in users and tenant.get("deletedItems", uid(seed.HUGO)) is not None
     states = {d["deviceName"]: d["managementState"] for d in tenant.all("managedDevices")}
     assert states["LT-LARS"] == "wipePending" and states["IPH-LARS"] == "retirePending"
     assert states["AND-MILA"] == "retirePending" and states["LT-DIRK"] == "wipePending"
 
     attempts = write_attempts(tenant)
     again = await run_off(tenant, cfg)
-    assert by_status(again, "done") == set()
-    # only the refused purge is tried again (it may have been fixed meanwhile)
-    assert by_status(again, "failed") == failed
-    assert write_attempts(tenant) == attempts + len(failed)
+    assert by_status(again, "done") == set() and by_status(again, "failed") == set()
+    # the refused disable is not tried again every morning; its finding stays
+    assert write_attempts(tenant) == attempts
+    assert rules(again)["OFF-PRIVILEGED-LEAVER"] == {seed.PIM}
+
+    # after the notice: the announced purges are made, each once
+    later = await run_off(tenant, cfg, now=NOW + 8 * DAY)
+    purged = {n for a, n in done(later) if a == "purge-user"}
+    assert purged == {seed.OLAF, seed.HUGO, seed.VICTOR}
+    assert seed.OLAF not in {u["userPrincipalName"] for u in tenant.all("users")}
+    assert tenant.get("deletedItems", uid(seed.HUGO)) is None
+    assert tenant.get("deletedItems", uid(seed.ELINE)) is not None  # someone else's
     assert AuditLog(cfg.state_dir / "audit.jsonl").verify().ok
 
 
@@ -136,6 +145,7 @@ async def test_changes_are_audited_planned_then_done_with_state_and_request_id(
 async def test_deleted_accounts_overview_lists_the_purged(tmp_path: Path) -> None:
     tenant = demo_tenant(NOW)
     cfg = settings(tmp_path, **DEMO)
+    announce(cfg, seed.OLAF, seed.HUGO)
     report = await run_off(tenant, cfg)
     path = Path(report.summary["deleted_accounts_export"])
     assert path.name == "deleted-accounts-2026-03.csv"
@@ -160,6 +170,7 @@ async def test_disable_limit_stops_every_disable_but_not_other_work(tmp_path: Pa
         add_leaver(tenant, f"leaver.{n}")
     add_leaver(tenant, "old.one", left_days_ago=130, enabled=False, revoked_days_after=1)
     cfg = settings(tmp_path, max_disable_per_run=2)
+    announce(cfg, "old.one")
     report = await run_off(tenant, cfg)
     assert rules(report) == {"OFF-LIMIT-REACHED": {"max_disable_per_run"}}
     assert {a for a, _ in by_status(report, "skipped")} == {"disable-user"}
@@ -178,6 +189,7 @@ async def test_purge_limit_stops_every_purge(tmp_path: Path) -> None:
     add_deleted(tenant, "half.way", left_days_ago=140)
     add_leaver(tenant, "new.leaver")
     cfg = settings(tmp_path, max_purge_per_run=2)
+    announce(cfg, "old.0", "old.1", "half.way")
     report = await run_off(tenant, cfg)
     assert rules(report) == {"OFF-LIMIT-REACHED": {"max_purge_per_run"}}
     assert not any(m == "DELETE" for m, _ in writes(tenant))
@@ -185,6 +197,7 @@ async def test_purge_limit_stops_every_purge(tmp_path: Path) -> None:
                                  ("revoke-sessions", f"new.leaver@{b.DOMAIN}")}
     # at the limit exactly, it goes ahead
     (tmp_path / "b").mkdir()
+    announce(settings(tmp_path / "b"), "old.0", "old.1", "half.way")
     report = await run_off(tenant, settings(tmp_path / "b", max_purge_per_run=3))
     assert len(by_status(report, "done")) == 5  # 2 x (delete, purge) + 1 purge
 
@@ -202,6 +215,7 @@ async def test_protected_and_emergency_accounts_are_never_touched(tmp_path: Path
                                               "prot.deleted@contoso.nl"],
                    extra_sections={"privileged_roles": {
                        "emergency_access_accounts": ["break.glass@contoso.nl"]}})
+    announce(cfg, "prot.id", "prot.deleted")
     report = await run_off(tenant, cfg)
     assert write_attempts(tenant) == 0
     assert by_status(report, "skipped") == {
@@ -230,6 +244,7 @@ async def test_reenabled_account_is_flagged_never_disabled_again_nor_purged(
     report = await run_off(tenant, cfg, now=NOW + 121 * DAY)
     assert rules(report) == {}
     assert done(report) == [("revoke-sessions", "rita.terug@contoso.nl")]
+    assert done(await run_off(tenant, cfg, now=NOW + 121 * DAY + 85 * DAY)) == []  # announced
     assert done(await run_off(tenant, cfg, now=NOW + 121 * DAY + 91 * DAY)) == []
     report = await run_off(tenant, cfg, now=NOW + 121 * DAY + 92 * DAY)
     assert ("delete-user", "rita.terug@contoso.nl") in done(report)
@@ -239,6 +254,7 @@ async def test_enabled_during_the_run_is_not_purged(tmp_path: Path) -> None:
     tenant = small_tenant()
     add_leaver(tenant, "last.minute", left_days_ago=130, enabled=False, revoked_days_after=1)
     target = uid("last.minute@contoso.nl")
+    announce(settings(tmp_path), "last.minute")
 
     def enable_on_fresh_read(request: httpx.Request) -> None:
         if request.method == "GET" and request.url.path.endswith(f"/users/{target}"):
@@ -316,35 +332,68 @@ async def test_delete_404_is_already_gone(tmp_path: Path) -> None:
         if request.method == "DELETE" and request.url.path.endswith(f"/deletedItems/{purged}"):
             tenant.remove("deletedItems", purged)
 
-    report = await run_off(tenant, settings(tmp_path),
+    announce(settings(tmp_path), "gone.meanwhile", "purged.meanwhile")
+    cfg = settings(tmp_path)
+    report = await run_off(tenant, cfg,
                            transport=CrashingTransport(tenant, on_request=someone_else_acts))
     assert report.status == "ok"
-    assert set(done(report)) == {(a, f"{n}@contoso.nl") for a in ("delete-user", "purge-user")
+    assert set(done(report)) == {("delete-user", f"{n}@contoso.nl")
                                  for n in ("gone.meanwhile", "purged.meanwhile")}
     notes = {(a.action, a.target["name"]): a.reason for a in report.actions}
     assert notes[("delete-user", "gone.meanwhile@contoso.nl")].endswith("already gone")
-    assert notes[("purge-user", "gone.meanwhile@contoso.nl")].endswith("already gone")
-    assert notes[("purge-user", "purged.meanwhile@contoso.nl")].endswith("already gone")
+    # a 404 on the permanent delete right after ours is "not visible yet", never "purged"
+    for name in ("gone.meanwhile", "purged.meanwhile"):
+        assert ("purge-user", f"{name}@contoso.nl") in by_status(report, "skipped")
+        record = ledger_of(cfg).get(uid(f"{name}@contoso.nl"))
+        assert record is not None and record.purged_at is None and record.purge_pending
+    # the next day direct reads find them nowhere: that is the evidence
+    report = await run_off(tenant, cfg, now=NOW + DAY)
+    assert {n for a, n in by_status(report, "skipped") if a == "purge-user"} == {
+        "gone.meanwhile@contoso.nl", "purged.meanwhile@contoso.nl"}
+    for name in ("gone.meanwhile", "purged.meanwhile"):
+        record = ledger_of(cfg).get(uid(f"{name}@contoso.nl"))
+        assert record is not None and record.purge_source == "verified gone"
 
 
-async def test_privileged_leaver_purge_and_disable_refused_with_finding(tmp_path: Path) -> None:
+async def test_privileged_leaver_refusal_is_a_finding_not_a_daily_failure(
+        tmp_path: Path) -> None:
     tenant = small_tenant()
     admin = add_leaver(tenant, "old.admin", left_days_ago=130, enabled=False,
                        revoked_days_after=1)
     new_admin = add_leaver(tenant, "new.admin")
+    lt = add_device(tenant, "LT-NEWADMIN", new_admin)
     for user in (admin, new_admin):
         tenant.add("roleAssignments", b.role_assignment(user["id"], "User Administrator"))
     add_leaver(tenant, "plain.leaver")
-    report = await run_off(tenant, settings(tmp_path))
-    assert report.status == "partial" and report.error is None
-    assert by_status(report, "failed") == {("delete-user", "old.admin@contoso.nl"),
-                                           ("disable-user", "new.admin@contoso.nl")}
+    cfg = settings(tmp_path)
+    announce(cfg, "old.admin")
+    report = await run_off(tenant, cfg)
+    assert report.status == "ok" and report.error is None
+    assert by_status(report, "failed") == set()
+    assert {("delete-user", "old.admin@contoso.nl"),
+            ("disable-user", "new.admin@contoso.nl")} <= by_status(report, "skipped")
     assert rules(report) == {"OFF-PRIVILEGED-LEAVER": {"old.admin@contoso.nl",
                                                        "new.admin@contoso.nl"}}
     assert ("disable-user", "plain.leaver@contoso.nl") in done(report)
+    # the refused disable stops the rest for that leaver: no revoke, no wipe
+    assert not any(n == "new.admin@contoso.nl" for _, n in done(report))
+    assert tenant.get("managedDevices", lt["id"])["managementState"] == "managed"  # type: ignore[index]
     # the refused purge left no half purge behind
-    record = ledger_of(settings(tmp_path)).get(admin["id"])
+    record = ledger_of(cfg).get(admin["id"])
     assert record is not None and not record.purge_pending
+    # the next morning: the finding again, no request, still ok
+    attempts = write_attempts(tenant)
+    again = await run_off(tenant, cfg, now=NOW + DAY)
+    assert again.status == "ok" and write_attempts(tenant) == attempts
+    assert set(rules(again)["OFF-PRIVILEGED-LEAVER"]) == {"old.admin@contoso.nl",
+                                                          "new.admin@contoso.nl"}
+    # the role is removed; a week after the refusal the agent tries again
+    for assignment in tenant.all("roleAssignments"):
+        if assignment["principalId"] == new_admin["id"]:
+            tenant.remove("roleAssignments", assignment["id"])
+    later = await run_off(tenant, cfg, now=NOW + 7 * DAY)
+    assert ("disable-user", "new.admin@contoso.nl") in done(later)
+    assert ("wipe-device", "LT-NEWADMIN") in done(later)
 
 
 async def test_one_failure_does_not_stop_the_batch(tmp_path: Path) -> None:
@@ -395,11 +444,12 @@ async def test_unknown_leave_group_is_a_configuration_error(tmp_path: Path) -> N
     assert write_attempts(tenant) == 0
 
 
-async def test_restored_from_deleted_items_calls_the_purge_off(tmp_path: Path) -> None:
+async def test_restored_from_deleted_items_is_never_deleted_again(tmp_path: Path) -> None:
     tenant = small_tenant()
     add_leaver(tenant, "comes.back", left_days_ago=130, enabled=False, revoked_days_after=1)
     target = uid("comes.back@contoso.nl")
     cfg = settings(tmp_path)
+    announce(cfg, "comes.back")
     # the run dies between delete and permanent delete; the customer restores the user
     transport = CrashingTransport(tenant, before_write=2)
     try:
@@ -419,11 +469,12 @@ async def test_restored_from_deleted_items_calls_the_purge_off(tmp_path: Path) -
     report = await run_off(tenant, cfg, now=NOW + DAY)
     assert write_attempts(tenant) == attempts and done(report) == []
     assert any("restored" in w for w in report.warnings)
-    # a new retention period: purged three months after the restore, not before
-    assert done(await run_off(tenant, cfg, now=NOW + 60 * DAY)) == []
-    report = await run_off(tenant, cfg, now=NOW + DAY + 92 * DAY)
-    assert done(report) == [("delete-user", "comes.back@contoso.nl"),
-                            ("purge-user", "comes.back@contoso.nl")]
+    # a restore is a veto for good: never deleted again, however long it stays disabled
+    for later in (NOW + 60 * DAY, NOW + 200 * DAY, NOW + 400 * DAY):
+        report = await run_off(tenant, cfg, now=later)
+        assert done(report) == [] and write_attempts(tenant) == attempts
+        assert ("delete-user", "comes.back@contoso.nl") in by_status(report, "skipped")
+        assert report.summary["veto_window"] == []
 
 
 async def test_enabled_after_a_cut_off_purge_is_never_purged_later(tmp_path: Path) -> None:
@@ -431,6 +482,7 @@ async def test_enabled_after_a_cut_off_purge_is_never_purged_later(tmp_path: Pat
     add_leaver(tenant, "almost.gone", left_days_ago=130, enabled=False, revoked_days_after=1)
     target = uid("almost.gone@contoso.nl")
     cfg = settings(tmp_path)
+    announce(cfg, "almost.gone")
     try:  # dies after writing its purge intent, before the DELETE
         await run_off(tenant, cfg, transport=CrashingTransport(tenant, before_write=1))
     except BaseException as exc:

@@ -32,6 +32,7 @@ from tests.helpers_offboarding import (
     add_deleted,
     add_device,
     add_leaver,
+    announce,
     done,
     ledger_of,
     run_off,
@@ -77,6 +78,7 @@ def state(tenant: SandboxTenant) -> dict[str, Any]:
     }
 
 
+ANNOUNCED = {"leaver": (), "purge": ("olaf.oud",), "half-purged": ("hugo.halfweg",)}
 SCENARIOS: dict[str, tuple[Callable[[], SandboxTenant], int]] = {
     "leaver": (leaver_tenant, 4),
     "purge": (purge_tenant, 2),
@@ -92,11 +94,13 @@ async def test_crash_at_each_step_then_rerun(tmp_path: Path, scenario: str, step
     build, total = SCENARIOS[scenario]
     reference = build()
     (tmp_path / "ref").mkdir()
+    announce(settings(tmp_path / "ref"), *ANNOUNCED[scenario])
     clean = await run_off(reference, settings(tmp_path / "ref"))
     assert clean.status == "ok" and sum(writes(reference).values()) == total
 
     tenant = build()
     cfg = settings(tmp_path)
+    announce(cfg, *ANNOUNCED[scenario])
     if mode == "after-write":  # write `step` applied, its answer and ledger entry lost
         transport = CrashingTransport(tenant, after_write=step)
     else:  # write `step` and its ledger entry completed, dead before the next write
@@ -168,6 +172,7 @@ def test_killed_after_each_write_then_rerun(tmp_path: Path, killed_after: int) -
         f'graph_url = "sandbox:{tenant_file}"\nstate_dir = "{tmp_path / "state"}"\n'
         '[offboarding]\nmode = "enforce"\n', encoding="utf-8")
 
+    announce(tmp_path / "state", "olaf.oud")
     killed = cli(config, faults={"crash_after_writes": killed_after})
     assert killed.returncode == 137, killed.stderr[-2000:]
 

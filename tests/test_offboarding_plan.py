@@ -22,6 +22,7 @@ from jobs.offboarding import (
     plan,
     plan_device,
 )
+from jobs.offboarding.gate import decide
 
 NOW = datetime(2026, 3, 18, 9, 0, tzinfo=UTC)
 TZ = ZoneInfo("Europe/Amsterdam")
@@ -83,25 +84,24 @@ def test_leaver_reason_leave_date_and_group() -> None:
 def test_enabled_leavers_are_set_inactive_future_ones_wait() -> None:
     p = make_plan([user("gone"), user("later", left=-3), user("staff", left=None)])
     assert kinds(p) == {"gone": "set-inactive"}
-    assert p.upcoming == 1 and p.to_disable == 1 and not p.disable_blocked
+    assert p.upcoming == 1 and p.to_disable == 1
 
 
 def test_protected_users_and_emergency_accounts_by_upn_or_id_any_case() -> None:
     users = [user("a"), user("b"), user("c", enabled=False, left=200)]
     p = make_plan(users, protected=("A@CONTOSO.NL", "id-b", "c@contoso.nl"))
     assert kinds(p) == {"a": "protected", "b": "protected", "c": "protected"}
-    assert p.to_disable == 0 and p.to_purge == 0
+    assert p.to_disable == 0
 
 
-def test_limits_block_only_when_exceeded() -> None:
+def test_disable_limit_blocks_only_when_exceeded() -> None:
     users = [user(f"u{i}") for i in range(3)]
-    assert not make_plan(users, max_disable_per_run=3).disable_blocked
-    assert make_plan(users, max_disable_per_run=2).disable_blocked
-    assert make_plan(users, max_disable_per_run=0).disable_blocked
-    due = [user(f"p{i}", enabled=False, left=120) for i in range(2)]
-    assert not make_plan(due, max_purge_per_run=2).purge_blocked
-    blocked = make_plan([*due, user("x")], max_purge_per_run=1, max_disable_per_run=5)
-    assert blocked.purge_blocked and not blocked.disable_blocked
+    assert not decide(make_plan(users), Policy(max_disable_per_run=3),
+                      device_steps={}, purges={}).stopped
+    for limit in (2, 0):
+        gate = decide(make_plan(users), Policy(max_disable_per_run=limit), device_steps={},
+                      purges={})
+        assert gate.stopped == ("max_disable_per_run",) and not gate.disable
 
 
 def test_inactive_date_from_ledger_else_leave_date_else_now(tmp_path: Path) -> None:
@@ -177,7 +177,6 @@ def test_deleted_items_ours_or_due_disabled_leavers_only(tmp_path: Path) -> None
         deleted("prot")), ledger=ledger, protected=("prot@contoso.nl",))
     assert {(d.user.upn.split("@")[0], d.ours, d.protected) for d in p.deleted} == {
         ("ours", True, False), ("due", False, False), ("prot", False, True)}
-    assert p.to_purge == 1  # our own half purge is not counted against the limit
 
 
 def test_vanished_half_purge_and_restored_user(tmp_path: Path) -> None:

@@ -47,7 +47,8 @@ USER_FIELDS = ("id", "userPrincipalName", "displayName", "accountEnabled",
 DELETED_USER_FIELDS = ("id", "userPrincipalName", "displayName", "accountEnabled",
                        "employeeLeaveDateTime", "deletedDateTime")
 DEVICE_FIELDS = ("id", "deviceName", "userId", "userPrincipalName", "managedDeviceOwnerType",
-                 "managementState", "operatingSystem", "deviceActionResults")
+                 "managementState", "operatingSystem", "deviceActionResults",
+                 "managementAgent", "model")
 USERS_TOP = 999
 DELETED_TOP = 999
 MEMBERS_TOP = 999
@@ -127,6 +128,8 @@ class ManagedDevice:
     management_state: str
     operating_system: str | None
     actions_in_progress: tuple[str, ...]  # e.g. ("wipe",) from deviceActionResults
+    management_agent: str = "mdm"  # parse_device: "unknown" when Graph omits it
+    model: str | None = None  # a Windows 365 Cloud PC says "Cloud PC ..." here
 
 
 def parse_user(raw: dict[str, Any]) -> DirectoryUser:
@@ -178,6 +181,8 @@ def parse_device(raw: dict[str, Any]) -> ManagedDevice:
         management_state=str(raw.get("managementState") or "managed"),
         operating_system=raw.get("operatingSystem"),
         actions_in_progress=tuple(in_progress),
+        management_agent=str(raw.get("managementAgent") or "unknown"),
+        model=raw.get("model") or None,
     )
 
 
@@ -197,6 +202,17 @@ async def get_user(graph: GraphClient, user_id: str) -> DirectoryUser | None:
     except GraphNotFoundError:
         return None
     return parse_user(raw)
+
+
+async def get_deleted_user(graph: GraphClient, user_id: str) -> DeletedUser | None:
+    """The user in deleted items as a direct read sees it; None on 404 (purged, or right
+    after the delete: not replicated yet; the caller knows which it can be)."""
+    try:
+        raw = await graph.get(f"/directory/deletedItems/{user_id}", permission=USERS_READ,
+                              select=DELETED_USER_FIELDS)
+    except GraphNotFoundError:
+        return None
+    return parse_deleted_user(raw)
 
 
 async def group_user_ids(graph: GraphClient, group_id: str) -> frozenset[str]:
@@ -283,5 +299,9 @@ async def delete_user(graph: GraphClient, user_id: str) -> WriteResult:
 
 
 async def purge_deleted_user(graph: GraphClient, user_id: str) -> WriteResult:
-    """Permanently delete from deleted items (cannot be undone). 404 -> already_gone."""
+    """Permanently delete from deleted items (cannot be undone).
+
+    A 404 (`already_gone`) is *not* evidence that the user is purged: right after
+    DELETE /users/{id} the deleted item may not have replicated yet. The job retries, and
+    records "purged" only on 204 or on direct reads that find the user nowhere."""
     return await graph.delete(f"/directory/deletedItems/{user_id}", permission=USERS_PURGE)

@@ -37,7 +37,7 @@ OLAF = f"olaf.oud@{D}"  # disabled, past retention: purged
 RITA = f"rita.terug@{D}"  # offboarded, then enabled again
 GERT = f"gert.groepslid@{D}"  # in the leave group, no leave date
 SOFIE = f"sofie.genest@{D}"  # in the nested leave group
-PIM = f"pim.beheerder@{D}"  # disabled, past retention, holds a privileged role
+PIM = f"pim.beheerder@{D}"  # leaver who holds a privileged role: Graph refuses the disable
 HUGO = f"hugo.halfweg@{D}"  # purge cut off: already in deleted items
 NINA = f"nina.wachttijd@{D}"  # disabled, two months in: nothing to do yet
 VICTOR = f"victor.veto@{D}"  # disabled, purge due in 7 days: in the veto window
@@ -53,7 +53,10 @@ DEMO_POLICY: dict[str, Any] = {
         "protected_users": [PETRA],
         "max_disable_per_run": 25,
         "max_purge_per_run": 10,
+        "max_device_actions_per_run": 10,
         "wipe_devices": True,
+        "purge_notice_days": 7,
+        "purge_requires_approval": False,
     },
 }
 
@@ -66,7 +69,7 @@ class Case(NamedTuple):
     finding: str | None  # rule id of its finding, if any
     skipped: bool  # reported as skipped (protected)
     veto: bool  # listed in the veto window after the enforce run
-    failed: tuple[str, ...] = ()  # planned actions that fail when made
+    refused: tuple[str, ...] = ()  # planned actions Graph refuses (a finding, not a failure)
     not_reached: tuple[str, ...] = ()  # planned actions never made (an earlier one failed)
     why: str = ""
 
@@ -79,19 +82,22 @@ CASES: dict[str, Case] = {
                why="ownership unknown: retired, not wiped"),
     FINN: Case((), {}, None, False, False, why="leave date 20 days ahead: not yet"),
     PETRA: Case((), {}, None, True, False, why="protected_users: never touched"),
-    OLAF: Case(("delete-user", "purge-user"), {}, None, False, False,
-               why="disabled, leave date 4 months ago, no ledger: purged (both steps)"),
+    OLAF: Case((), {}, None, False, True,
+               why="disabled, leave date 4 months ago, no ledger: overdue, so announced in "
+               "the veto window first; purged by a run purge_notice_days later"),
     RITA: Case((), {}, "OFF-REENABLED", False, False,
                why="sessions revoked after the leave date, account enabled: re-enabled"),
     GERT: Case(("disable-user", "revoke-sessions"), {}, None, False, False,
                why="member of the leave group"),
     SOFIE: Case(("disable-user", "revoke-sessions"), {}, None, False, False,
                 why="member of a group nested in the leave group"),
-    PIM: Case(("delete-user", "purge-user"), {}, "OFF-PRIVILEGED-LEAVER", False, True,
-              failed=("delete-user",), not_reached=("purge-user",),
-              why="Graph refuses to delete a user holding an active admin role"),
-    HUGO: Case(("purge-user",), {}, None, False, False,
-               why="disabled leaver past retention found in deleted items: purge completed"),
+    PIM: Case(("disable-user", "revoke-sessions"), {}, "OFF-PRIVILEGED-LEAVER", False, False,
+              refused=("disable-user",), not_reached=("revoke-sessions",),
+              why="Graph refuses to disable a user holding an active admin role: a finding, "
+              "the run stays ok"),
+    HUGO: Case((), {}, None, False, True,
+               why="disabled leaver past retention found in deleted items: announced first, "
+               "purge completed after the notice"),
     NINA: Case((), {}, None, False, False, why="inactive two months: purge in a month"),
     VICTOR: Case((), {}, None, False, True, why="purge due in 7 days: veto window"),
     DIRK: Case(("revoke-sessions",), {"LT-DIRK": "wipe"}, None, False, False,
@@ -152,7 +158,7 @@ def seed(tenant: SandboxTenant, now: datetime) -> None:
     inactive(NINA, "Nina Wachttijd", now - 60 * day)
     # purge date = leave date + 3 calendar months, 7 days from now
     inactive(VICTOR, "Victor Veto", _months_back(now, 3) + 7 * day)
-    inactive(PIM, "Pim Beheerder", now - 130 * day)
+    add(PIM, "Pim Beheerder", leave=now - 3 * day)
     tenant.add("roleAssignments", b.role_assignment(user_id(PIM), PRIVILEGED_ROLE))
     tenant.add("roleAssignmentScheduleInstances",
                b.role_assignment_instance(user_id(PIM), PRIVILEGED_ROLE,
