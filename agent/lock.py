@@ -8,6 +8,11 @@ different inodes of the same name); it only says who holds it, for the error mes
 
 flock locks belong to the open file description: two opens in one process conflict too,
 so the daemon's own tasks are kept apart by the same lock.
+
+A job that changes the tenant also flocks the state directory itself (`tenant_changes`):
+a lock file can be deleted or replaced from under a running job (then a second run locks
+a new inode of the same name and both act at once); the directory the job's ledger and
+audit log live in cannot be, while the job runs in it.
 """
 
 from __future__ import annotations
@@ -34,34 +39,46 @@ def lock_path(state_dir: Path, job_id: str) -> Path:
 
 
 @contextmanager
-def job_lock(state_dir: Path, job_id: str, *, wait: bool) -> Iterator[Path]:
+def job_lock(state_dir: Path, job_id: str, *, wait: bool,
+             tenant_changes: bool = False) -> Iterator[Path]:
     """Hold the job's lock for the duration of the block.
 
     `wait=False`: raise LockBusyError naming the job and the holder if it is held.
     `wait=True`: block until the holder releases it (CLI `run --wait` only: this blocks
     the thread, so the daemon never waits here; it retries later instead).
+    `tenant_changes`: also hold the state directory's own flock (see the module docstring).
     """
     path = lock_path(state_dir, job_id)
     make_private_dirs(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    dir_fd = -1
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = describe_holder(read_holder(path))
-            if not wait:
-                raise LockBusyError(
-                    f"job {job_id} is already running ({holder}); run it again when that "
-                    "run has finished, or pass --wait to wait for it") from None
-            log.info("waiting for the job's lock", job=job_id, holder=holder)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        _take(fd, job_id, path, wait)
+        if tenant_changes:
+            dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            _take(dir_fd, job_id, path, wait)
         _write_holder(fd, job_id)
         try:
             yield path
         finally:
             os.ftruncate(fd, 0)  # nobody holds it now; the lock itself goes with the fd
     finally:
+        if dir_fd >= 0:
+            os.close(dir_fd)
         os.close(fd)
+
+
+def _take(fd: int, job_id: str, path: Path, wait: bool) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = describe_holder(read_holder(path))
+        if not wait:
+            raise LockBusyError(
+                f"job {job_id} is already running ({holder}); run it again when that "
+                "run has finished, or pass --wait to wait for it") from None
+        log.info("waiting for the job's lock", job=job_id, holder=holder)
+        fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def read_holder(path: Path) -> dict[str, Any] | None:

@@ -127,7 +127,8 @@ async def run_job(
                                "dry_run_requested": dry_run, "final": final}
     if scheduled_for is not None:
         context["scheduled_for"] = iso_z(scheduled_for)
-    with job_lock(settings.state_dir, job_id, wait=wait_for_lock):
+    with job_lock(settings.state_dir, job_id, wait=wait_for_lock,
+                  tenant_changes=spec.changes_tenant):
         run = Run(audit=audit_log(settings), runs_dir=settings.state_dir / "runs", job=job_id,
                   trigger=trigger, dry_run=effective_dry, now=moment, context=context,
                   stop=stop)
