@@ -104,6 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--online", action="store_true",
                        help="also get a token and check the granted Graph permissions")
 
+    veto = sub.add_parser("veto", help="stop the purge of a leaver (or --lift / --list)")
+    veto.add_argument("user", nargs="?", metavar="USER", help="UPN or object id")
+    veto.add_argument("--reason", metavar="TEXT", help="why (recorded for both parties)")
+    veto.add_argument("--by", metavar="NAME", help="who decides (default: your login name)")
+    veto.add_argument("--until", metavar="YYYY-MM-DD", help="the veto ends on that day")
+    veto.add_argument("--lift", action="store_true", help="end the veto of USER now")
+    veto.add_argument("--list", action="store_true", help="the vetoes that stand")
+    veto.add_argument("--json", action="store_true", help="--list as JSON")
+    approve = sub.add_parser("approve", help="the customer's approval of a purge "
+                             "(purge_requires_approval)")
+    approve.add_argument("user", metavar="USER", help="UPN or object id")
+    approve.add_argument("--by", required=True, metavar="NAME",
+                         help="who approves, on the customer's side")
+    approve.add_argument("--reason", metavar="TEXT", help="optional note")
+
     rules = sub.add_parser("rules", help="the rule catalogue: each finding rule, its "
                            "severity, meaning and what to do")
     rules.add_argument("--json", action="store_true", help="print the catalogue as JSON")
@@ -276,6 +291,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_veto(args: argparse.Namespace) -> int:
+    from agent import decide
+
+    settings = _settings(args)
+    if args.list:
+        if args.user or args.lift or args.until:
+            raise UsageError("veto --list takes no USER, --lift or --until")
+        print(decide.listing(settings, as_json=args.json))
+        return EXIT_OK
+    if not args.user:
+        raise UsageError("veto: USER is required (a UPN or object id), or --list")
+    if args.lift and args.until:
+        raise UsageError("veto --lift takes no --until")
+    decision = decide.record(settings, "lift" if args.lift else "veto", args.user,
+                             by=args.by, reason=args.reason, until=args.until)
+    print(decide.describe(decision))
+    return EXIT_OK
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from agent import decide
+
+    decision = decide.record(_settings(args), "approve", args.user, by=args.by,
+                             reason=args.reason)
+    print(decide.describe(decision))
+    return EXIT_OK
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from agent.audit import cli as audit_cli
     from agent.runner import audit_log
@@ -399,6 +442,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "jobs": cmd_jobs, "export": cmd_export, "report": cmd_report,
     "serve": cmd_serve,
     "audit": cmd_audit, "config": cmd_config, "demo": cmd_demo, "rules": cmd_rules,
+    "veto": cmd_veto, "approve": cmd_approve,
 }
 
 

@@ -289,7 +289,11 @@ def test_wrong_types_anywhere_are_usage_errors_naming_the_key(
     if isinstance(value, dict):  # a table where a value belongs is never right
         assert code == 2
     if code == 2:
-        source_ok = any(line.strip().startswith(f"{path}: {where}") for line in lines)
+        named = {where}
+        if where.endswith((".start", ".end")):  # a register period: "end before start"
+            parent = where.rsplit(".", 1)[0]   # names the other end of it
+            named |= {f"{parent}.start", f"{parent}.end"}
+        source_ok = any(line.strip().startswith(f"{path}: {w}") for w in named for line in lines)
         assert source_ok, (where, value, lines)
 
 
