@@ -163,10 +163,6 @@ class GraphClient:
         self._progress = progress  # (path, pages, items, done): long scans on a terminal
         self.stats = GraphStats()
 
-    async def sleep(self, seconds: float) -> None:
-        """The client's clock for waits the callers need (tests pass a recording one)."""
-        await self._sleep(seconds)
-
     async def aclose(self) -> None:
         await self._http.aclose()
         await self._tokens.close()
