@@ -289,3 +289,35 @@ async def test_user_missing_from_a_list_is_not_recorded_purged(tmp_path: Path) -
     assert record is not None and record.purge_source == "purged"
     assert ("purge-user", f"olaf.oud@{D}") in done(report)
     assert tenant.get("deletedItems", uid(f"olaf.oud@{D}")) is None
+
+
+# ---- crash between the announcement's audit entry and its ledger line --------------------
+
+async def test_crash_while_announcing_announces_again_and_purges_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.ledger import Ledger
+
+    tenant = small_tenant()
+    add_leaver(tenant, "olaf.oud", left_days_ago=125, enabled=False, revoked_days_after=1)
+    cfg = settings(tmp_path)
+    real = Ledger.record
+
+    def dies_on_announce(self: Ledger, event: str, *args: object, **kw: object) -> None:
+        if event == "announced":
+            raise Crash("killed after the audit entry, before the ledger line")
+        real(self, event, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Ledger, "record", dies_on_announce)
+    with pytest.raises(Crash):
+        await run_off(tenant, cfg)
+    monkeypatch.setattr(Ledger, "record", real)
+    assert mutations(tenant) == []
+    report = await run_off(tenant, cfg, now=NOW + DAY)  # announced again, from this day
+    assert mutations(tenant) == [] and report.summary["announced"] == 1
+    assert done(await run_off(tenant, cfg, now=NOW + 7 * DAY)) == []  # notice from day 1
+    report = await run_off(tenant, cfg, now=NOW + 8 * DAY)
+    assert done(report) == [("delete-user", f"olaf.oud@{D}"), ("purge-user", f"olaf.oud@{D}")]
+    assert sum(writes(tenant).values()) == 2
+    announced = [line for line in (cfg.state_dir / "audit.jsonl").read_text().splitlines()
+                 if '"purge-announced"' in line]
+    assert len(announced) == 2

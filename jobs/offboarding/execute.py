@@ -249,6 +249,8 @@ class OffboardingRun:
     def _announce(self, the_plan: Plan) -> None:
         """List the purges of the veto window; a first listing is the announcement (audited
         first, then in the ledger: a crash between them announces again, later)."""
+        if self.ctx.dry_run:
+            return  # report mode lists the window but starts no notice clock
         for user_id, check in self.purges.items():
             if not check.announce:
                 continue
@@ -633,9 +635,12 @@ class OffboardingRun:
             }
             if check.veto is not None:
                 entry["vetoed"] = True
+                entry["vetoed_by"] = check.veto.by
                 entry["veto_until"] = check.veto.until
             if self.policy.purge_requires_approval:
                 entry["approved"] = check.approval is not None
+                if check.approval is not None:
+                    entry["approved_by"] = check.approval.by
             window.append(entry)
         planned = ctx.dry_run
         counts: dict[str, int] = {}
@@ -658,6 +663,8 @@ class OffboardingRun:
             "purge_notice_days": self.policy.purge_notice_days,
             "veto_window": window,
             "announced": len(tally.announced),
+            # the customer's standing vetoes, as decided with `dap-agent veto`
+            "vetoes": [v.to_json() for v in self.decisions.standing_vetoes(self.today)],
             "reconciled": tally.reconciled,
             "ledger": str(self.ledger.path),
         })
