@@ -21,7 +21,7 @@ from tests.conftest import make_settings, run_on, sandbox_client
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 JOB = "secure-score"
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "graph-reference" / "examples"
+DATA = Path(__file__).resolve().parent / "data"  # Microsoft's documented example, copied
 
 
 def score_requests(tenant: SandboxTenant) -> list[dict[str, str]]:
@@ -82,7 +82,7 @@ async def test_later_runs_ask_only_for_the_new_days_and_rewrite_nothing(tmp_path
 
 
 async def test_the_documented_example_is_read_as_microsoft_shows_it(tmp_path: Path) -> None:
-    example = json.loads((REFERENCE / "security-list-securescores.json").read_text())
+    example = json.loads((DATA / "security-list-securescores.json").read_text())
     tenant = SandboxTenant(NOW)
     for item in example["value"]:
         tenant.add("secureScores", item)
