@@ -27,7 +27,7 @@ from tests.conftest import RecordingSleep
 from tests.helpers_offboarding import add_leaver, small_tenant, uid
 from tests.test_cli import config
 
-READS = ("User.Read.All", "User-LifeCycleInfo.Read.All", "GroupMember.Read.All",
+READS = ("User.Read.All", "User-LifeCycleInfo.Read.All", "GroupMember.ReadBasic.All",
          "DeviceManagementManagedDevices.Read.All")
 
 

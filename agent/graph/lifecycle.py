@@ -38,7 +38,9 @@ USERS_REVOKE = "User.RevokeSessions.All"  # graph/api/user-revokesigninsessions
 USERS_DELETE = "User.DeleteRestore.All"  # graph/api/user-delete
 # graph/api/directory-deleteditems-delete, resource user, application: this one only
 USERS_PURGE = "User.DeleteRestore.All"
-GROUP_MEMBERS_READ = "GroupMember.Read.All"
+# transitiveMembers: GroupMember.ReadBasic.All is its least privileged application
+# permission (group-list-transitivemembers); members' UPNs come with User.Read.All
+GROUP_MEMBERS_READ = "GroupMember.ReadBasic.All"
 DEVICES_READ = "DeviceManagementManagedDevices.Read.All"
 DEVICES_PRIVILEGED = "DeviceManagementManagedDevices.PrivilegedOperations.All"
 

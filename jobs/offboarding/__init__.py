@@ -48,7 +48,7 @@ JOB = JobSpec(
     title="Disable leavers, wipe/retire their devices, purge after retention",
     policy_section="offboarding",
     policy_model=Policy,
-    permissions=("User.Read.All", "User-LifeCycleInfo.Read.All", "GroupMember.Read.All",
+    permissions=("User.Read.All", "User-LifeCycleInfo.Read.All", lifecycle.GROUP_MEMBERS_READ,
                  lifecycle.USERS_ENABLE_DISABLE, lifecycle.USERS_REVOKE, lifecycle.USERS_DELETE,
                  "DeviceManagementManagedDevices.PrivilegedOperations.All",
                  "DeviceManagementManagedDevices.Read.All"),
