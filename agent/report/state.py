@@ -13,7 +13,6 @@ report of a large tenant is tens of MB).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +32,6 @@ RUN_NAME = re.compile(r"^(\d{8}T\d{6}Z)-([a-z][a-z0-9-]*)-[0-9a-f]+\.json(?:\.gz
 TREND_MONTHS = 12
 SUBJECTS_PER_RULE = 10  # names listed per rule; the rest is "and N more"
 OFFBOARDING_LEDGER = "offboarding-ledger.jsonl"
-DECISIONS = "decisions.jsonl"
 
 
 def parse_month(month: str) -> date:
@@ -323,30 +321,19 @@ def _local_day(moment: datetime | None, tz: ZoneInfo) -> str:
 
 
 def _decisions(state_dir: Path, month: str, tz: ZoneInfo) -> list[dict[str, Any]]:
-    """Vetoes, lifts and approvals recorded in the month (`decisions.jsonl`, h11's file:
-    `{ts, kind, user_id, user_principal_name, by, reason, until}` per line)."""
-    path = state_dir / DECISIONS
-    try:
-        lines = path.read_bytes().splitlines()
-    except FileNotFoundError:
-        return []
+    """Vetoes, lifts and approvals recorded in the month, read through agent.decisions (a
+    damaged decisions.jsonl is its DecisionsError: the report does not guess either)."""
+    from agent import decisions
+
     found = []
-    for raw in lines:
-        try:
-            entry = json.loads(raw)
-            moment = datetime.fromisoformat(str(entry["ts"]).replace("Z", "+00:00"))
-        except (ValueError, KeyError, TypeError):
+    for decision in decisions.load(state_dir):
+        day = decision.at.astimezone(tz).date()
+        if month_key(day) != month:
             continue
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        if month_key(moment.astimezone(tz).date()) != month:
-            continue
-        found.append({"day": moment.astimezone(tz).date().isoformat(),
-                      "kind": str(entry.get("kind") or ""),
-                      "user": str(entry.get("user_principal_name") or entry.get("user_id")
-                                  or ""),
-                      "by": str(entry.get("by") or ""), "reason": str(entry.get("reason") or ""),
-                      "until": str(entry.get("until") or "")})
+        found.append({"day": day.isoformat(), "kind": decision.kind,
+                      "user": decision.user_principal_name or decision.user_id,
+                      "by": decision.by or "", "reason": decision.reason or "",
+                      "until": decision.until or ""})
     found.sort(key=lambda d: (d["day"], d["user"].casefold()))
     return found
 
