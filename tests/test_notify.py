@@ -94,6 +94,7 @@ async def test_a_new_global_admin_reaches_the_webhook_and_the_mailbox_once(
 
     third = await run_on(tenant, settings, JOB, now=NOW + timedelta(hours=2))
     assert third.findings and len(posted(hook)) == len(baseline) + 1  # still open: not again
+    assert AuditLog(settings.state_dir / "audit.jsonl").verify().ok  # sends chain in as well
 
 
 @respx.mock(assert_all_mocked=True)
@@ -349,3 +350,22 @@ def test_config_check_says_where_notifications_go_without_the_url(
     out = capsys.readouterr().out
     assert "notify             webhook (teams); events run-failed," in out
     assert "min_severity medium" in out and "TOPSECRETSIG" not in out
+
+
+def test_a_partial_run_names_each_failed_action_and_its_error() -> None:
+    from agent.notify.messages import run_failed
+    from agent.run import Action, RunReport
+
+    report = RunReport(run_id="r1", job="offboarding", trigger="schedule", dry_run=False,
+                       started_at="2026-03-18T09:00:00Z", status="partial")
+    report.actions = [
+        Action("delete-user", {"type": "user", "id": "u1", "name": "jan@contoso.nl"},
+               "failed", "leaver", error="403 Authorization_RequestDenied"),
+        Action("disable-user", {"type": "user", "id": "u2", "name": "piet@contoso.nl"},
+               "done", "leaver")]
+    message = run_failed(report, "tenant")
+    assert message is not None
+    assert message.title == "offboarding: run ended partial (1 failed action)"
+    assert message.items == ("delete-user failed: jan@contoso.nl: 403 Authorization_RequestDenied",)
+    report.status = "ok"
+    assert run_failed(report, "tenant") is None

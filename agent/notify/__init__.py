@@ -107,8 +107,12 @@ async def after_run(settings: Settings, report: RunReport, *, graph: GraphClient
     outcomes: list[Outcome] = []
     for message in pending:
         outcomes += await deliver(settings, message, graph=graph, audit=audit)
-    moment = datetime.fromisoformat(report.started_at.replace("Z", "+00:00"))
-    outcomes += await check_certificate(settings, moment, graph=graph, audit=audit)
+    try:
+        moment = datetime.fromisoformat(report.started_at.replace("Z", "+00:00"))
+        outcomes += await check_certificate(settings, moment, graph=graph, audit=audit)
+    except Exception as exc:  # a notification must never fail a run
+        log.error("certificate expiry not checked",
+                  error=redact_text(f"{type(exc).__name__}: {exc}"))
     return outcomes
 
 
