@@ -43,7 +43,8 @@ def expected_actions() -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for upn, case in seed.CASES.items():
         found |= {(action, upn) for action in case.actions}
-        found |= {(f"{kind}-device", name) for name, kind in case.devices.items()}
+        found |= {(f"{kind}-device", name) for name, kind in case.devices.items()
+                  if kind != "manual"}
     return found
 
 
@@ -85,7 +86,10 @@ async def test_demo_enforce_makes_exactly_the_plan_then_nothing(tmp_path: Path) 
         ("disable-user", seed.PETRA), ("wipe-device", "LT-WOUT"),  # protected, wiping
         ("disable-user", seed.PIM),  # refused by Graph
         ("delete-user", seed.OLAF), ("purge-user", seed.HUGO)}  # announced, not made
-    assert rules(report) == {c.finding: {upn} for upn, c in seed.CASES.items() if c.finding}
+    manual = {name for c in seed.CASES.values() for name, k in c.devices.items()
+              if k == "manual"}
+    assert rules(report) == {**{c.finding: {upn} for upn, c in seed.CASES.items()
+                                if c.finding}, "OFF-MANUAL-TASK": manual}
     veto = {v["user_principal_name"] for v in report.summary["veto_window"]}
     assert veto == {upn for upn, c in seed.CASES.items() if c.veto}
     # every change made exactly once

@@ -65,7 +65,7 @@ class Case(NamedTuple):
     """What an enforce run on a fresh state dir does with one user (by UPN)."""
 
     actions: tuple[str, ...]  # planned actions on the user itself, in order
-    devices: dict[str, str]  # device name -> "wipe" | "retire"
+    devices: dict[str, str]  # device name -> "wipe" | "retire" | "manual" (OFF-MANUAL-TASK)
     finding: str | None  # rule id of its finding, if any
     skipped: bool  # reported as skipped (protected)
     veto: bool  # listed in the veto window after the enforce run
@@ -87,8 +87,9 @@ CASES: dict[str, Case] = {
                "the veto window first; purged by a run purge_notice_days later"),
     RITA: Case((), {}, "OFF-REENABLED", False, False,
                why="sessions revoked after the leave date, account enabled: re-enabled"),
-    GERT: Case(("disable-user", "revoke-sessions"), {}, None, False, False,
-               why="member of the leave group"),
+    GERT: Case(("disable-user", "revoke-sessions"), {"IPH-GERT": "manual"}, None, False, False,
+               why="member of the leave group; his phone is known only through Exchange "
+               "ActiveSync (managementAgent eas): no remote wipe can reach it, a person must"),
     SOFIE: Case(("disable-user", "revoke-sessions"), {}, None, False, False,
                 why="member of a group nested in the leave group"),
     PIM: Case(("disable-user", "revoke-sessions"), {}, "OFF-PRIVILEGED-LEAVER", False, False,
@@ -144,6 +145,8 @@ def seed(tenant: SandboxTenant, now: datetime) -> None:
 
     # the leave group (members have no leave date), with a nested group
     add(GERT, "Gert Groepslid")
+    add_clean_device(tenant, "IPH-GERT", now=now, owner=local(GERT), os="iOS",
+                     managementAgent="eas", model="iPhone 13", manufacturer="Apple")
     add(SOFIE, "Sofie Genest")
     tenant.add("groups", b.group(LEAVE_SUBGROUP, members=[user_id(SOFIE)]))
     tenant.add("groups", b.group(LEAVE_GROUP, members=[user_id(GERT),
