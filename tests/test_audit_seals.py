@@ -260,3 +260,15 @@ def test_the_verifier_s_hmac_is_hmac_sha256() -> None:
         key = secrets.token_bytes(size)
         message = secrets.token_bytes(32)
         assert Sealer(key).seal(message) == hmac.digest(key, message, "sha256")
+
+
+def test_cutting_five_lines_and_rewriting_the_head_fails_once_sealed(tmp_path: Path) -> None:
+    """The issue's truncation, on a sealed log: the cut always takes the last run's
+    epoch-closed entry, and the sealing state (which cannot go back) is ahead of the log."""
+    log, _ = _sealed(tmp_path, runs=2)
+    lines = log.path.read_bytes().splitlines(keepends=True)[:-5]
+    log.path.write_bytes(b"".join(lines))
+    last = json.loads(lines[-1])
+    log.head_path.write_text(json.dumps({"seq": last["seq"], "hash": last["hash"]}))
+    result = log.verify()
+    assert not result.ok and "sealing is at epoch" in result.problem

@@ -109,9 +109,6 @@ class AuditLog:
         tail = self._read_tail()[0]
         return f"{tail.seq}:{tail.hash}"
 
-    def sealed(self) -> bool:
-        return self.seal_path.exists()
-
     # ---- checking ----------------------------------------------------------------------
 
     def verify(self, key: bytes | None = None, checkpoints: Iterable[tuple[int, str]] = (),

@@ -64,13 +64,6 @@ def evolve(key: bytes) -> bytes:
     return hmac.digest(key, _EVOLVE, "sha256")
 
 
-def key_at(k0: bytes, epoch: int) -> bytes:
-    key = k0
-    for _ in range(epoch):
-        key = evolve(key)
-    return key
-
-
 def key_id(k0: bytes) -> str:
     """A public name of a verification key: tells which key sealed a log, reveals nothing."""
     return hashlib.sha256(_KEY_ID + k0).hexdigest()[:16]
