@@ -317,3 +317,25 @@ def test_the_runner_stops_before_graph_and_logs_the_break(tmp_path: Path) -> Non
     broken = [e for e in logs if e["event"].startswith("audit log not intact")]
     assert broken and broken[0]["line"] == 7 and broken[0]["file"] == str(log.path)
     assert tenant.requests == []
+
+
+def test_a_log_written_before_this_format_still_verifies_and_goes_on(tmp_path: Path) -> None:
+    """Lines of the previous release: canonical JSON with `hash` among the sorted keys."""
+    from agent.audit import canonical
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    prev, lines = "0" * 64, []
+    for seq in (1, 2, 3):
+        entry = {"seq": seq, "ts": "2026-11-01T08:00:00.000Z", "event": "action", "prev": prev}
+        entry["hash"] = prev = hashlib.sha256(canonical(entry)).hexdigest()
+        lines.append(canonical(entry) + b"\n")
+    log.path.write_bytes(b"".join(lines))
+    log.head_path.write_text(json.dumps({"seq": 3, "hash": prev}))
+    assert log.verify().ok
+    log.append({"event": "action"})
+    assert log.verify().ok and log.verify().entries == 4
+    old = log.files()[0]  # November's lines, a segment now
+    edited = lines[1].replace(b'"action"', b'"edited"')
+    old.write_bytes(lines[0] + edited + b"".join(lines[2:]))
+    result = log.verify()
+    assert not result.ok and result.bad_line == 2 and "edited" in result.problem

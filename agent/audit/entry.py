@@ -143,5 +143,11 @@ def _scan_json(raw: bytes) -> Scanned:
     except (TypeError, ValueError):
         raise BadLine("line lacks seq, prev or hash") from None
     hexed = hexlify(digest)
+    if stored.encode() != hexed and epoch is None:
+        # written before sealing existed (one canonical JSON object, hash among its keys):
+        # such logs keep verifying after an upgrade
+        legacy = hashlib.sha256(canonical({k: v for k, v in entry.items() if k != "hash"}))
+        if legacy.hexdigest() == stored:
+            digest, hexed = legacy.digest(), stored.encode()
     return (seq, prev.encode(), hexed, stored.encode() == hexed, epoch,
             seal.encode() if isinstance(seal, str) else None, digest)
