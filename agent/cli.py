@@ -127,8 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", default="dap-agent-demo",
                       help="where the demo keeps its config, tenant and state "
                            "(default ./dap-agent-demo)")
+    demo.add_argument("--users", type=_count, metavar="N",
+                      help="generate a tenant of N users instead of the small demo tenant "
+                           "(with --devices: a large tenant for trying the agent at scale)")
+    demo.add_argument("--devices", type=_count, metavar="N",
+                      help="generated tenant: N devices in Intune and Entra ID, 60%% with a "
+                           "BitLocker key")
     _global_options_after_the_command(parser)
     return parser
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) > 1_000_000:
+        raise argparse.ArgumentTypeError(f"not a count from 0 to 1000000: {text!r}")
+    return int(text)
 
 
 def _global_options_after_the_command(parser: argparse.ArgumentParser) -> None:
@@ -435,7 +447,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
-    return run_demo(Path(args.dir))
+    return run_demo(Path(args.dir), users=args.users, devices=args.devices)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -30,7 +30,7 @@ def _program() -> str:
     return "dap-agent"
 
 
-def prepare(directory: Path) -> Path:
+def prepare(directory: Path, demo_policy: bool = True) -> Path:
     """A fresh demo directory with its config; only ever clears a directory it made."""
     directory = directory.resolve()
     if directory.exists() and any(directory.iterdir()) and not (directory / MARKER).exists():
@@ -48,7 +48,9 @@ def prepare(directory: Path) -> Path:
         "client_id": "00000000-0000-4000-8000-0000000c11e0",
         "graph_url": f"sandbox:{directory / 'tenant.json'}",
         "state_dir": str(directory / "state"),
-        **DEMO_POLICY,
+        # the demo policy names the demo tenant's people and groups; a generated tenant
+        # runs on the defaults
+        **(DEMO_POLICY if demo_policy else {}),
     }
     path = directory / "agent.toml"
     path.write_text("# written by `dap-agent demo`: the sandbox tenant, not a real one\n"
@@ -56,13 +58,28 @@ def prepare(directory: Path) -> Path:
     return path
 
 
-async def _run_all(config: Path) -> list[tuple[str, RunReport | None, DapError | None]]:
+def generate(directory: Path, users: int, devices: int) -> None:
+    """A generated tenant of that size instead of the hand-made demo tenant (benchmarks,
+    trying the agent at scale): every device in Intune and Entra, 60% with a BitLocker key,
+    a role assignment per 100 users."""
+    from datetime import UTC, datetime
+
+    from agent.sandbox.generate import generate_tenant
+
+    tenant = generate_tenant(users=users, managed_devices=devices, entra_devices=devices,
+                             recovery_keys=devices * 6 // 10,
+                             role_assignments=max(10, users // 100), now=datetime.now(UTC))
+    tenant.save(directory / "tenant.json")
+
+
+async def _run_all(config: Path, history: bool = True,
+                   ) -> list[tuple[str, RunReport | None, DapError | None]]:
     from agent.runner import agent_now
     from agent.sandbox.history import seed_history
 
     settings = load_settings(config)
-    # a year of month ends first, so the service report (the last job) has its trends
-    await seed_history(settings, agent_now(settings))
+    if history:  # a year of month ends first, so the service report has its trends
+        await seed_history(settings, agent_now(settings))
     results: list[tuple[str, RunReport | None, DapError | None]] = []
     for job_id in REGISTRY:
         try:
@@ -72,13 +89,18 @@ async def _run_all(config: Path) -> list[tuple[str, RunReport | None, DapError |
     return results
 
 
-def run_demo(directory: Path) -> int:
+def run_demo(directory: Path, users: int | None = None, devices: int | None = None) -> int:
     from agent.cli import print_report
 
-    config = prepare(directory)
+    generated = users is not None or devices is not None
+    config = prepare(directory, demo_policy=not generated)
+    if generated:
+        generate(config.parent, users or 0, devices or 0)
+        print(f"dap-agent demo: generated tenant of {users or 0} users and {devices or 0} "
+              "devices")
     print(f"dap-agent demo: sandbox tenant and state in {config.parent}\n")
     exit_code = EXIT_OK
-    results = asyncio.run(_run_all(config))
+    results = asyncio.run(_run_all(config, history=not generated))
     for job_id, report, error in results:
         if report is not None:
             print_report(report)

@@ -68,7 +68,8 @@ def current_rss_mb() -> float:
 
 
 async def run_once(tenant: SandboxTenant, workdir: Path) -> RunReport:
-    from tests.conftest import make_settings, run_on
+    from agent.sandbox.harness import run_on_tenant as run_on
+    from agent.sandbox.harness import sandbox_settings as make_settings
 
     settings = make_settings(workdir)
     return await run_on(tenant, settings, "active-users", now=NOW)

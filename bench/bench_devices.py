@@ -120,7 +120,8 @@ def lower_bound(tenant: SandboxTenant, key_page: int) -> dict[str, int]:
 
 
 async def run_once(tenant: SandboxTenant, workdir: Path) -> Any:
-    from tests.conftest import make_settings, run_on
+    from agent.sandbox.harness import run_on_tenant as run_on
+    from agent.sandbox.harness import sandbox_settings as make_settings
 
     settings = make_settings(workdir, device_compliance={"stale_after_days": 30})
     return await run_on(tenant, settings, "device-compliance", now=NOW)

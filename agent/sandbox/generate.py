@@ -153,6 +153,10 @@ def _entra_devices(tenant: SandboxTenant, rng: random.Random, count: int, now: d
             "trustType": "AzureAd" if os_name == "Windows" else "Workplace",
             "approximateLastSignInDateTime": b.iso(now - timedelta(hours=rng.randint(1, 2000))),
             "registrationDateTime": b.iso(now - timedelta(days=rng.randint(30, 1200))),
+            "deviceOwnership": "Company",
+            "profileType": "RegisteredDevice",
+            "manufacturer": None,
+            "model": None,
         }
         store[obj["id"]] = obj
         out.append(obj)
@@ -187,6 +191,14 @@ def _managed_devices(tenant: SandboxTenant, rng: random.Random, count: int, user
             "managementState": "managed",
             "azureADDeviceId": link["deviceId"] if link else _uid(rng),
             "isEncrypted": rng.random() < 0.92,
+            # every property of the type is there, as Graph returns it (a $select of one
+            # the objects lack is a 400 in the sandbox, as an unknown property is in Graph)
+            "complianceGracePeriodExpirationDateTime": (
+                b.iso(now + timedelta(days=rng.randint(-5, 5))) if compliance == "inGracePeriod"
+                else "9999-12-31T23:59:59Z"),
+            "model": "Latitude 7440" if os_name == "Windows" else None,
+            "manufacturer": "Dell Inc." if os_name == "Windows" else None,
+            "serialNumber": _uid(rng)[:12].upper(),
             "userPrincipalName": owner["userPrincipalName"] if owner else None,
             "userDisplayName": owner["displayName"] if owner else None,
             "emailAddress": owner.get("mail") if owner else None,
