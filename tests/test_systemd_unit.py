@@ -73,12 +73,18 @@ def test_unit_settings(name: str) -> None:
     assert int(one["WatchdogSec"]) >= 60
     # SIGTERM: the daemon drains, then cancels, within the stop timeout
     assert int(one["TimeoutStopSec"]) > DRAIN_TIMEOUT + CANCEL_TIMEOUT
-    assert one["User"] == "dap-agent" and "DynamicUser" not in svc
+    # one user per template instance: no instance reads another's state
+    assert one["User"] == ("dap-agent-%i" if "@" in name else "dap-agent")
+    assert one["Group"] == one["User"] and "DynamicUser" not in svc
     assert one["StateDirectory"].startswith("dap-agent")
     assert one["ConfigurationDirectory"] == "dap-agent"
     assert one["ExecStart"].split()[-1] == "serve"
-    credential_ids = [value.split(":", 1)[0] for value in svc["LoadCredential"]]
+    # the key is encrypted at rest (systemd-creds), never a plaintext file a group reads
+    assert "LoadCredential" not in svc
+    credential_ids = [value.split(":", 1)[0] for value in svc["LoadCredentialEncrypted"]]
     assert credential_ids and set(credential_ids) <= set(CREDENTIAL_FILES)
+    assert all(v.split(":", 1)[1].startswith("/etc/credstore.encrypted/")
+               for v in svc["LoadCredentialEncrypted"])
     assert "MemoryDenyWriteExecute" not in svc  # breaks cffi callbacks
     assert one["RestrictAddressFamilies"] == "AF_INET AF_INET6 AF_UNIX"
     assert one["CapabilityBoundingSet"] == ""
@@ -97,10 +103,20 @@ def test_template_is_per_tenant() -> None:
     svc = service("dap-agent@.service")
     assert "--config /etc/dap-agent/%i.toml" in svc["ExecStart"][0]
     assert svc["StateDirectory"] == ["dap-agent/%i"]
-    assert all("%i" in value for value in svc["LoadCredential"])
+    assert all("%i" in value for value in svc["LoadCredentialEncrypted"])
     single = service("dap-agent.service")
     differing = {k for k in set(svc) | set(single) if svc.get(k) != single.get(k)}
-    assert differing == {"ExecStart", "StateDirectory", "LoadCredential", "SyslogIdentifier"}
+    assert differing == {"ExecStart", "StateDirectory", "LoadCredentialEncrypted",
+                         "SyslogIdentifier", "User", "Group"}
+
+
+@pytest.mark.parametrize("name", UNIT_FILES)
+def test_documentation_points_at_the_readme_and_names_the_check(name: str) -> None:
+    text = (UNITS / name).read_text()
+    docs = [line.split("=", 1)[1] for line in text.splitlines()
+            if line.startswith("Documentation=")]
+    assert docs[0] == "file:/opt/dap-agent/README.md"  # where the README installs it
+    assert "systemd-analyze verify" in text  # the check, run on the installed unit
 
 
 def test_units_parse_as_ini() -> None:
