@@ -77,3 +77,10 @@ def test_docs_rules_md_is_generated_from_the_catalogue() -> None:
     on_disk = (ROOT / "docs" / "rules.md").read_text(encoding="utf-8")
     assert on_disk == catalogue_markdown(), (
         "docs/rules.md is out of date: python -m agent.rules > docs/rules.md")
+
+
+def test_the_readme_points_to_no_file_outside_the_repository() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "../" not in re.sub(r"\.\.\./", "", text)  # "..." elisions are fine, ../x is not
+    for target in re.findall(r"\]\(([^)#:]+)\)", text):  # relative markdown links
+        assert (ROOT / target).exists(), target
