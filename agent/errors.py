@@ -92,3 +92,20 @@ class GraphUnavailableError(GraphError):
 
 class GraphDataError(GraphError):
     """Graph returned something we cannot trust (malformed JSON, truncated list)."""
+
+
+class UnsafePathError(DapError):
+    """A symlink or special file where the agent keeps its state (someone planted it):
+    refused, nothing written through it. Exit 2, like any unusable state dir."""
+
+    exit_code = EXIT_USAGE
+
+
+class DiskFullError(DapError):
+    """No space left (or quota exceeded) writing a file: names the path and what was not
+    done."""
+
+    def __init__(self, path: object, not_done: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: no space left on the file system (or quota exceeded): "
+                         f"{not_done}; free space there and run again")

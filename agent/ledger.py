@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import DapError
-from agent.files import make_private_dirs
+from agent.files import make_private_dirs, open_state_file
 
 EVENTS = ("inactive", "revoked", "device", "reenabled", "purge-started", "purge-failed",
           "deleted", "purged", "intent", "intent-void", "announced", "refused", "restored")
@@ -296,7 +296,7 @@ class Ledger:
 
     def _append(self, line: bytes) -> None:
         make_private_dirs(self.path.parent)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = open_state_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             if self._cut_at is not None:
                 os.ftruncate(fd, self._cut_at)

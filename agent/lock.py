@@ -28,8 +28,8 @@ from typing import Any
 
 import structlog
 
-from agent.errors import LockBusyError
-from agent.files import make_private_dirs
+from agent.errors import DapError, LockBusyError
+from agent.files import make_private_dirs, open_state_file, read_state_bytes
 
 log = structlog.get_logger("agent.lock")
 
@@ -50,7 +50,7 @@ def job_lock(state_dir: Path, job_id: str, *, wait: bool,
     """
     path = lock_path(state_dir, job_id)
     make_private_dirs(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = open_state_file(path, os.O_RDWR | os.O_CREAT)  # no symlink, no truncation
     dir_fd = -1
     try:
         _take(fd, job_id, path, wait)
@@ -84,8 +84,8 @@ def _take(fd: int, job_id: str, path: Path, wait: bool) -> None:
 def read_holder(path: Path) -> dict[str, Any] | None:
     """Who holds (or last held) the lock, as written by the holder; None if unknown."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8") or "null")
-    except (OSError, ValueError):
+        data = json.loads(read_state_bytes(path) or b"null")
+    except (OSError, ValueError, DapError):
         return None
     return data if isinstance(data, dict) else None
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import structlog
 
 from agent.audit import AuditBrokenError, AuditLog
-from agent.errors import GraphAuthError, GraphError, RunInterrupted
+from agent.errors import DapError, GraphAuthError, GraphError, RunInterrupted
 from agent.files import write_atomic_chunks
 from agent.rules import Severity as Severity  # re-exported: jobs import it from here
 
@@ -241,20 +241,30 @@ class Run:
             if self.interrupted:
                 report.error = str(exc) if exc else "interrupted"
         report.audit_checkpoint = self.audit.checkpoint()
-        path, digest = self._store()
+        stored: tuple[Path, str] | None = None
+        store_error: Exception | None = None
+        try:
+            stored = self._store()
+        except (OSError, DapError) as error:  # a full disk: the log still gets the outcome
+            store_error = error
+            report.status = "failed"
+            problem = f"the run report was not stored: {error}"
+            report.error = f"{report.error}; {problem}" if exc is not None else problem
         entry: dict[str, Any] = {
             "status": report.status,
             "summary": report.summary,
             "findings_by_rule": dict(Counter(f.rule for f in report.findings)),
             "actions_by_status": dict(Counter(a.status for a in report.actions)),
-            "report_path": str(path),
-            "report_sha256": digest,
+            "report_path": str(stored[0]) if stored else None,
+            "report_sha256": stored[1] if stored else None,
         }
         if report.status == "failed":
             self._audit("run-failed", error=report.error, **entry)
         else:
             self._audit("run-finished", **entry)
         self.audit.end_epoch()  # the run's entries are sealed for good: forward security
+        if store_error is not None and exc is None:
+            raise store_error
 
     def _store(self) -> tuple[Path, str]:
         """`runs/<id>.json.gz`; the SHA-256 is of the JSON itself (what `--json` prints), so

@@ -18,7 +18,7 @@ from agent import notify
 from agent.audit import AuditBrokenError, AuditLog
 from agent.credentials import check_credentials
 from agent.errors import RunInterrupted, UsageError
-from agent.files import make_private_dirs
+from agent.files import secure_state_dir
 from agent.graph.client import GraphClient
 from agent.graph.connect import build_graph_client
 from agent.job import JobContext, JobSpec
@@ -53,8 +53,7 @@ def ensure_state_dir(settings: Settings) -> None:
 
     check_writable(settings.state_dir)
     try:
-        make_private_dirs(settings.state_dir)
-        os.chmod(settings.state_dir, 0o700)
+        secure_state_dir(settings.state_dir)  # never chmod'ed through a symlink
     except PermissionError as exc:
         raise access_error(settings.state_dir, f"cannot create or use it: {exc.strerror}") \
             from None

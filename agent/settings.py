@@ -76,6 +76,14 @@ class CoreSettings(BaseSettings):
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
 
 
+    @field_validator("state_dir")
+    @classmethod
+    def _trusted_state_dir(cls, value: Path) -> Path:
+        from agent.files import trust_state_dir
+
+        trust_state_dir(value)  # below it no symlink is followed (agent/files.py)
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

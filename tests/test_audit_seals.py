@@ -235,10 +235,10 @@ def test_a_crash_inside_the_key_replacement_leaves_the_old_state(
     key = parse_key(log.init_sealing())
     real_replace = os.replace
 
-    def die_on_seal(src: object, dst: object) -> None:
+    def die_on_seal(src: object, dst: object, **dir_fds: int) -> None:
         if str(dst).endswith("audit.seal"):
             raise SystemExit("killed before the rename")
-        real_replace(src, dst)  # type: ignore[arg-type]
+        real_replace(src, dst, **dir_fds)  # type: ignore[arg-type]
 
     monkeypatch.setattr(seal_module.os, "replace", die_on_seal, raising=False)
     monkeypatch.setattr("agent.files.os.replace", die_on_seal)

@@ -35,7 +35,13 @@ from agent.audit.seal import (
 )
 from agent.audit.verify import CLOSERS, VerifyResult, Walk
 from agent.errors import EXIT_INTERNAL, DapError, UsageError
-from agent.files import exclusive_lock, fsync_directory, make_private_dirs, write_atomic
+from agent.files import (
+    exclusive_lock,
+    fsync_directory,
+    make_private_dirs,
+    open_state_file,
+    write_atomic,
+)
 
 
 class AuditBrokenError(DapError):
@@ -371,7 +377,7 @@ class AuditLog:
     def _cut_torn(self, tail: Tail, path: Path, end: int, torn: bytes) -> Tail:
         """A torn last line (never completed, so no change followed it): cut it off and
         record what was removed."""
-        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = open_state_file(path, os.O_WRONLY)
         try:
             os.ftruncate(fd, end)
             os.fsync(fd)
@@ -442,8 +448,7 @@ class AuditLog:
     def _write_line(self, line: bytes) -> None:
         """All of the line or none of it: a short write is continued, a failed one undone."""
         make_private_dirs(self.path.parent)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
-                     | os.O_CLOEXEC, 0o600)
+        fd = open_state_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         start = 0
         try:
             start = os.fstat(fd).st_size

@@ -10,7 +10,7 @@ from typing import Any
 
 from agent.errors import DapError, UsageError
 from agent.exports import Sheet, check_delivered, render_csv, render_xlsx, sha256_hex
-from agent.files import write_atomic
+from agent.files import write_atomic, write_output
 from jobs.active_users.counting import Changes
 from jobs.active_users.snapshot import (
     changes_of,
@@ -129,7 +129,10 @@ def export_month(state_dir: Path, month: str, fmt: str = "csv",
             f"(sha256 {sha256_hex(current)}, delivered {snapshot['export']['sha256']}): "
             "it was changed after delivery; refusing to overwrite it. Write the "
             "reproduction elsewhere with --output PATH")
-    write_atomic(target, data)
+    if target == canonical:
+        write_atomic(target, data)
+    else:
+        write_output(target, data)  # never over a device, fifo or symlink
     return target
 
 
