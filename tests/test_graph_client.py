@@ -246,7 +246,7 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after("2.128") == 2.128
     assert parse_retry_after("10") == 10.0
     assert parse_retry_after(None) is None
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date long past
 
 
 @respx.mock

@@ -19,6 +19,8 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -47,6 +49,7 @@ log = structlog.get_logger("agent.graph")
 # kiota's middleware pipeline only runs for requests that carry this extension.
 KIOTA_OPTIONS = "kiota_request_options"
 RETRYABLE_STATUS = {429, 503, 504}
+MAX_PAGE_ITEMS = 10_000  # a page asked without $top
 
 
 class TokenSource(Protocol):
@@ -106,15 +109,53 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds; Graph sends fractional values ("2.128"), kiota's int() drops them."""
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After in seconds; Graph sends fractional values ("2.128"), kiota's int() drops
+    them. RFC 9110 also allows an HTTP date (a proxy or gateway may send one): the wait is
+    until then."""
     if not value:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        return None  # an HTTP date: rare on Graph; fall back to backoff
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None  # neither form: fall back to backoff
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = (moment - (now or datetime.now(UTC))).total_seconds()
     return max(0.0, seconds)
+
+
+def page_limit(top: int | None) -> int:
+    """The most items a page may carry: Graph never sends more than the `$top` asked (an
+    endpoint that ignores `$top` pages by its own size, at most 999/1000): far more is a
+    broken or hostile answer, refused before it is processed."""
+    return max(2 * top, 1000) if top else MAX_PAGE_ITEMS
+
+
+def same_origin(url: str, base: str) -> bool:
+    """`url` is https on `base`'s host and port (the default port spelled or not)."""
+    a, b = urlsplit(url), urlsplit(base)
+    try:
+        ports = (a.port or 443, b.port or 443)
+    except ValueError:
+        return False
+    return (a.scheme == "https" and (a.hostname or "").lower() == (b.hostname or "").lower()
+            and ports[0] == ports[1])
+
+
+def require_text(raw: Mapping[str, Any], name: str, endpoint: str) -> str:
+    """A field a job relies on (an object's id above all): a non-empty string, or the whole
+    answer is refused as a data error naming the endpoint and the field (never `None`
+    turned into the id "None")."""
+    value = raw.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise GraphDataError(f"{endpoint}: an item has no {name!r} "
+                             f"(got {type(value).__name__ if value is not None else 'null'}): "
+                             "the answer is not trusted, nothing was changed")
+    return value
 
 
 def _error_envelope(response: httpx.Response) -> tuple[str | None, str]:
@@ -233,16 +274,25 @@ class GraphClient:
             if not isinstance(items, list):
                 raise GraphDataError(f"GET {path_key(url)}: response has no 'value' list",
                                      request_id=response.headers.get("request-id"))
+            if len(items) > page_limit(top):
+                raise GraphDataError(
+                    f"GET {path_key(url)}: a page of {len(items)} items"
+                    + (f" where $top={top} was asked" if top else "")
+                    + ": not a Graph answer (a proxy?); refused",
+                    request_id=response.headers.get("request-id"))
             reported = body.get("@odata.count") if first else None
             items = self._drop_repeats(items, seen_ids, path)
             pages += 1
             items_read += len(items)
             next_link = body.get("@odata.nextLink")
             url = next_link if isinstance(next_link, str) and next_link else None
-            if url is not None and urlsplit(url).netloc != urlsplit(self.graph_url).netloc:
-                # our bearer token goes with every request: never to a host we weren't given
-                raise GraphDataError(f"GET {path}: @odata.nextLink points to another host "
-                                     f"({urlsplit(url).netloc}); not followed")
+            if url is not None and not same_origin(url, self.graph_url):
+                # our bearer token goes with every request: never in plaintext, never to a
+                # host or port we weren't given
+                where = urlsplit(url)
+                raise GraphDataError(f"GET {path}: @odata.nextLink points to another host, "
+                                     f"port or scheme ({where.scheme}://{where.netloc}, not "
+                                     f"https://{urlsplit(self.graph_url).netloc}); not followed")
             if self._progress is not None:
                 self._progress(path, pages, items_read, url is None)
             yield items, reported if isinstance(reported, int) else None
@@ -431,6 +481,7 @@ class GraphClient:
                 response = await self._http.request(
                     method, url, params=params, json=json_body, content=content,
                     headers=request_headers, extensions={KIOTA_OPTIONS: {}},
+                    follow_redirects=False,
                 )
             except httpx.TimeoutException as exc:
                 raise self._transport_failure(method, url, "timed out", idempotent) from exc
@@ -440,6 +491,18 @@ class GraphClient:
             request_id = response.headers.get("request-id")
             log.debug("graph request", method=method, path=path_key(url), status=status,
                       request_id=request_id)
+            if 300 <= status < 400:
+                # Graph does not redirect these calls: a 3xx comes from something in between
+                # (a proxy, a wrong graph_url). Never followed (our token would go along,
+                # a redirected list would be read as another), and a write answered so did
+                # not happen: a failure, not "done".
+                target = response.headers.get("Location")
+                raise GraphError(
+                    f"{method} {path_key(url)}: Graph answered {status} "
+                    + (f"(redirect to {_origin(target)}) " if target else "")
+                    + "instead of an answer; redirects are not followed (a proxy or a wrong "
+                    "graph_url?)" + ("; the change was not made" if method != "GET" else ""),
+                    status=status, request_id=request_id)
             if status < 400:
                 return response
             code, message = _error_envelope(response)
@@ -468,6 +531,12 @@ class GraphClient:
         error = GraphUnavailableError(f"{method} {path_key(url)}: connection {what}")
         # A write that may have reached Graph is not repeated unless that is safe.
         return _Retryable(error, None) if idempotent else error
+
+
+def _origin(url: str) -> str:
+    """scheme://host[:port] of a URL: enough to say where, nothing of its query."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else "a relative location"
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:

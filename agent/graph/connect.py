@@ -52,12 +52,14 @@ def build_graph_client(settings: Settings, *, low_priority: bool = False,
 
 
 def _with_sdk_middleware(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    """The SDK's pipeline without its RetryHandler: ours is the one retry layer."""
-    from kiota_http.middleware import RedirectHandler, UserAgentHandler
+    """The SDK's pipeline without its RetryHandler (ours is the one retry layer) and without
+    its RedirectHandler: Graph does not redirect our calls, so a 3xx is an error the client
+    reports, never followed (it would carry the token elsewhere, or read /groups as /users)."""
+    from kiota_http.middleware import UserAgentHandler
     from msgraph_core import GraphClientFactory
     from msgraph_core.middleware import GraphTelemetryHandler
 
-    middleware = [RedirectHandler(), UserAgentHandler(), GraphTelemetryHandler()]
+    middleware = [UserAgentHandler(), GraphTelemetryHandler()]
     return GraphClientFactory.create_with_custom_middleware(middleware, client=client)  # type: ignore[no-any-return]
 
 

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.errors import GraphError, GraphNotFoundError, GraphPermissionError
-from agent.graph.client import GraphClient, WriteResult
+from agent.graph.client import GraphClient, WriteResult, require_text
 
 USERS_READ = "User.Read.All"
 LIFECYCLE_READ = "User-LifeCycleInfo.Read.All"
@@ -135,9 +135,10 @@ class ManagedDevice:
 
 
 def parse_user(raw: dict[str, Any]) -> DirectoryUser:
+    user_id = require_text(raw, "id", "GET /users")  # never PATCH /users/None
     return DirectoryUser(
-        id=str(raw["id"]),
-        upn=str(raw.get("userPrincipalName") or raw["id"]),
+        id=user_id,
+        upn=str(raw.get("userPrincipalName") or user_id),
         display_name=raw.get("displayName"),
         # a missing accountEnabled is not "disabled": treat as enabled (never purge it)
         enabled=raw.get("accountEnabled") is not False,
@@ -149,9 +150,10 @@ def parse_user(raw: dict[str, Any]) -> DirectoryUser:
 
 def parse_deleted_user(raw: dict[str, Any]) -> DeletedUser:
     enabled = raw.get("accountEnabled")
+    user_id = require_text(raw, "id", "GET /directory/deletedItems")
     return DeletedUser(
-        id=str(raw["id"]),
-        upn=original_upn(str(raw["id"]), raw.get("userPrincipalName")),
+        id=user_id,
+        upn=original_upn(user_id, raw.get("userPrincipalName")),
         display_name=raw.get("displayName"),
         enabled=enabled if isinstance(enabled, bool) else None,
         leave_date=parse_time(raw.get("employeeLeaveDateTime")),
@@ -175,9 +177,10 @@ def parse_device(raw: dict[str, Any]) -> ManagedDevice:
         name = str(result.get("actionName") or "").lower()
         if name in ("wipe", "retire") and result.get("actionState") in ACTION_IN_PROGRESS:
             in_progress.append(name)
+    device_id = require_text(raw, "id", "GET /deviceManagement/managedDevices")
     return ManagedDevice(
-        id=str(raw["id"]),
-        name=str(raw.get("deviceName") or raw["id"]),
+        id=device_id,
+        name=str(raw.get("deviceName") or device_id),
         user_id=raw.get("userId") or None,
         owner_type=str(raw.get("managedDeviceOwnerType") or "unknown"),
         management_state=str(raw.get("managementState") or "managed"),
