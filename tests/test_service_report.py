@@ -6,8 +6,10 @@ import asyncio
 import gzip
 import hashlib
 import json
+import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -498,3 +500,16 @@ def test_deleted_accounts_and_decisions_of_the_month(copy: History) -> None:
     assert decision[1] == "veto (tot 31 januari 2027)"
     assert decision[4] == "lopend onderzoek <FIOD>"  # shown as text, escaped in the HTML
     assert "lopend onderzoek &lt;FIOD&gt;" in written.path.read_text()
+
+
+def test_report_output_to_a_fifo_or_symlink_is_refused(
+        copy: History, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 15: --output never replaces a device, fifo or symlink (exit 2)."""
+    fifo = copy.config.parent / "pipe.html"
+    os.mkfifo(fifo)
+    link = copy.config.parent / "link.html"
+    link.symlink_to(copy.config)
+    for target in (fifo, link):
+        assert report_cli(copy.config, "--month", MONTH, "--output", str(target)) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert os.path.islink(link) and stat.S_ISFIFO(os.lstat(fifo).st_mode)

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from agent.audit import AuditLog
 from agent.errors import UsageError
-from agent.files import write_atomic
+from agent.files import write_atomic, write_output
 
 Format = Literal["html", "pdf"]
 
@@ -59,7 +59,10 @@ def write_report(state_dir: Path, month: str, *, tz: ZoneInfo, language: str,
     target = output if output is not None else canonical
     _refuse_state_files(state_dir, target, canonical)
     data, checkpoint = render_report(state_dir, month, tz=tz, language=language, fmt=fmt)
-    write_atomic(target, data)
+    if output is None:
+        write_atomic(target, data)
+    else:
+        write_output(target, data)  # never over a device, fifo or symlink
     digest = hashlib.sha256(data).hexdigest()
     log = AuditLog(state_dir / "audit.jsonl")
     log.check()  # a broken log gets no entry (AuditBrokenError, exit 1); the report says so
