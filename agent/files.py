@@ -259,6 +259,34 @@ def secure_state_dir(state_dir: Path) -> None:
         os.close(fd)
 
 
+def state_files(directory: Path) -> list[Path]:
+    """The regular files (not symlinks) in a state directory, sorted; [] if it is missing."""
+    try:
+        dfd = open_dir(directory, create=False)
+    except FileNotFoundError:
+        return []
+    try:
+        return sorted(directory / name for name in os.listdir(dfd)
+                      if stat.S_ISREG(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode))
+    finally:
+        os.close(dfd)
+
+
+def remove_state_file(path: Path) -> None:
+    """Unlink `path` relative to its directory's descriptor (never through a symlinked
+    directory); a file already gone is fine."""
+    try:
+        dfd = open_dir(path.parent, create=False)
+    except FileNotFoundError:
+        return
+    try:
+        os.unlink(path.name, dir_fd=dfd)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(dfd)
+
+
 def fsync_directory(directory: Path) -> None:
     """Make a rename durable (best effort: not every platform can open a directory)."""
     try:

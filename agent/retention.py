@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.files import exclusive_lock
+from agent.files import exclusive_lock, remove_state_file, state_files
 
 log = structlog.get_logger("agent.retention")
 
@@ -101,7 +101,7 @@ def prune(state_dir: Path, policy: RetentionPolicy, now: datetime,
                "run_reports_months": policy.run_reports_months,
                "exports_months": policy.exports_months})
         for path in (*pruning.run_reports, *pruning.exports):
-            path.unlink(missing_ok=True)
+            remove_state_file(path)
         log.info("retention pruned old files", run_reports=len(pruning.run_reports),
                  exports=len(pruning.exports))
         return pruning
@@ -112,10 +112,7 @@ def _run_id(path: Path) -> str:
 
 
 def _listing(directory: Path) -> list[Path]:
-    try:
-        return sorted(p for p in directory.iterdir() if p.is_file())
-    except FileNotFoundError:
-        return []
+    return state_files(directory)  # a symlinked runs/ or exports/ is refused, not pruned
 
 
 def _day(year: str, month: str, day: str) -> date:

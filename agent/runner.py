@@ -17,7 +17,7 @@ import structlog
 from agent import notify
 from agent.audit import AuditBrokenError, AuditLog
 from agent.credentials import check_credentials
-from agent.errors import RunInterrupted, UsageError
+from agent.errors import RunInterrupted, UnsafePathError, UsageError
 from agent.files import secure_state_dir
 from agent.graph.client import GraphClient
 from agent.graph.connect import build_graph_client
@@ -71,7 +71,7 @@ def apply_retention(settings: Settings, run: Run, now: datetime) -> None:
         pruned = prune(settings.state_dir, settings.retention, now,
                        lambda entry: run.audit.append(
                            {"run_id": run.run_id, "job": run.report.job, **entry}))
-    except OSError as exc:
+    except (OSError, UnsafePathError) as exc:
         run.warn(f"retention: could not prune old run reports/exports: {exc}")
         return
     if pruned:

@@ -183,3 +183,20 @@ def test_output_over_a_regular_file_replaces_it(delivered: Path, tmp_path: Path)
     target.write_bytes(b"old")
     assert export(delivered, target) == 0
     assert target.read_bytes().startswith(b"user_principal_name") or target.read_bytes() != b"old"
+
+
+def test_retention_never_deletes_through_a_symlinked_exports_dir(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from agent.retention import RetentionPolicy, prune
+
+    state = tmp_path / "state"
+    state.mkdir()
+    trust_state_dir(state)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "devices-2020-01-01.csv").write_bytes(b"someone else's")
+    (state / "exports").symlink_to(elsewhere)
+    with pytest.raises(UnsafePathError, match="exports is a symlink"):
+        prune(state, RetentionPolicy(), datetime(2026, 5, 1, tzinfo=UTC), lambda entry: None)
+    assert (elsewhere / "devices-2020-01-01.csv").read_bytes() == b"someone else's"
