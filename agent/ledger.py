@@ -29,6 +29,7 @@ window), `refused` (Graph refused the change for a privileged account), `purge-f
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.errors import DapError
+from agent.errors import DapError, DiskFullError
 from agent.files import make_private_dirs, open_state_file
 
 EVENTS = ("inactive", "revoked", "device", "reenabled", "purge-started", "purge-failed",
@@ -305,5 +306,10 @@ class Ledger:
             if written != len(line):  # a short write: treat like a crash mid-line
                 raise OSError(f"short write to {self.path}")
             os.fsync(fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(self.path, "the ledger entry was not written; the run "
+                                    "stops before its next change") from None
+            raise
         finally:
             os.close(fd)

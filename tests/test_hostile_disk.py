@@ -60,3 +60,20 @@ def test_a_run_whose_report_cannot_be_stored_fails_audited(
     assert str(state / "runs") in err and "no space left" in err
     last = audit_events(state)[-1]
     assert last["event"] == "run-failed" and "run report was not stored" in str(last["error"])
+
+
+def test_a_full_disk_on_the_ledger_names_it(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent import ledger as ledger_module
+    from agent.errors import DiskFullError
+    from agent.ledger import Ledger
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    path = tmp_path / "offboarding-ledger.jsonl"
+    book = Ledger.open(path)
+    monkeypatch.setattr(ledger_module.os, "write", full)
+    with pytest.raises(DiskFullError, match=f"{path}: no space left.*ledger entry was not "
+                                            "written"):
+        book._append(b'{"x": 1}\n')
