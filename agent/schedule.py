@@ -124,8 +124,12 @@ def previous_fire_time(schedule: str | BaseTrigger, tz: ZoneInfo,
     trigger = build_trigger(schedule, tz) if isinstance(schedule, str) else schedule
 
     def first_from(moment: datetime) -> datetime | None:
+        # Search in UTC: `+ timedelta` on a ZoneInfo datetime is wall-clock arithmetic,
+        # which lands an hour off across a DST change and loses fire times there.
         found: datetime | None = trigger.get_next_fire_time(None, moment)
-        return found
+        return None if found is None else found.astimezone(UTC)
+
+    at = at.astimezone(UTC)
 
     for window in (timedelta(hours=1), timedelta(days=1), timedelta(days=32),
                    timedelta(days=367), timedelta(days=8 * 366 + 2)):

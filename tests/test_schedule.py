@@ -182,6 +182,14 @@ def test_previous_fire_time(schedule: str, at: datetime, expected: str) -> None:
     assert found is not None and found.isoformat() == expected
 
 
+def test_previous_fire_time_across_the_spring_gap() -> None:
+    # Found by Hypothesis: the bisection did wall-clock arithmetic in local time and, on
+    # the day clocks go forward, returned 01:40 CET instead of 03:40 CEST.
+    at = datetime(2028, 3, 26, 3, 20, 1, tzinfo=UTC)
+    found = previous_fire_time("*/20 1-3 * * *", AMS, at)
+    assert found is not None and found.isoformat() == "2028-03-26T03:40:00+02:00"
+
+
 SCHEDULES = ["0 6 * * *", "0 7 * * 1-5", "*/20 1-3 * * *", "last-working-day 07:00",
              "30 2 * * *", "0 0 1 * *", "0 7 1 * 1"]
 
