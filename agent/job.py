@@ -7,6 +7,7 @@ findings and changes on `context.run` and never talks HTTP itself.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +34,19 @@ def _accounts(value: list[str]) -> list[str]:
 
 # A policy list of accounts (UPNs or object ids): trimmed, no blank entries.
 Accounts = Annotated[list[str], AfterValidator(_accounts)]
+
+_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _addresses(value: list[str]) -> list[str]:
+    bad = [v for v in value if not _ADDRESS.match(v)]
+    if bad:
+        raise ValueError(f"not a mail address: {', '.join(bad)}")
+    return value
+
+
+# Recipients of a mail the agent sends (billing, service report, notifications).
+MailAddresses = Annotated[list[str], AfterValidator(_addresses)]
 
 
 class JobPolicy(BaseModel):

@@ -11,33 +11,23 @@ planned only in a dry run). The report's SHA-256 is in the audit log (`report-wr
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal, cast
 
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 
-from agent.job import Accounts, JobContext, JobPolicy, JobSpec
+from agent.job import JobContext, JobPolicy, JobSpec, MailAddresses
 from agent.run import Subject
 
-_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 CONTENT_TYPES = {"html": "text/html", "pdf": "application/pdf"}
 
 
 class Policy(JobPolicy):
     # right after active-users delivers the month (its default: last-working-day 07:00)
     schedule: str = "last-working-day 08:00"
-    deliver_to: Accounts = []  # mailed through Graph sendMail from `sender`
+    deliver_to: MailAddresses = []  # mailed through Graph sendMail from `sender`
     sender: str = ""
     language: Literal["nl", "en"] = "nl"
     format: Literal["html", "pdf"] = "html"  # what the scheduled run writes and mails
-
-    @field_validator("deliver_to")
-    @classmethod
-    def _addresses(cls, value: list[str]) -> list[str]:
-        bad = [v for v in value if not _ADDRESS.match(v)]
-        if bad:
-            raise ValueError(f"not a mail address: {', '.join(bad)}")
-        return value
 
     @model_validator(mode="after")
     def _sender(self) -> Policy:

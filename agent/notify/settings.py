@@ -4,11 +4,12 @@ a broken audit log and an expiring certificate, and through which channel."""
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from agent.job import MailAddresses
 
 Event = Literal["run-failed", "new-finding", "purge-announced", "month-delivered",
                 "audit-broken", "certificate-expiring"]
@@ -16,7 +17,6 @@ EVENTS: tuple[Event, ...] = ("run-failed", "new-finding", "purge-announced", "mo
                              "audit-broken", "certificate-expiring")
 Severity = Literal["high", "medium", "low", "info"]
 SEVERITY_RANK: dict[str, int] = {"high": 3, "medium": 2, "low": 1, "info": 0}
-_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class NotifySettings(BaseModel):
@@ -24,7 +24,7 @@ class NotifySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mail_to: list[str] = Field(
+    mail_to: MailAddresses = Field(
         default_factory=list,
         description="mail addresses that receive notifications through Graph sendMail "
                     "(needs `sender` and Mail.Send)")
@@ -40,14 +40,6 @@ class NotifySettings(BaseModel):
         "high", description="new findings at or above this severity are notified")
     events: list[Event] = Field(default_factory=lambda: list(EVENTS),
                                 description="the events to notify")
-
-    @field_validator("mail_to")
-    @classmethod
-    def _addresses(cls, value: list[str]) -> list[str]:
-        bad = [v for v in value if not _ADDRESS.match(v)]
-        if bad:
-            raise ValueError(f"not a mail address: {', '.join(bad)}")
-        return value
 
     @field_validator("webhook_url")
     @classmethod

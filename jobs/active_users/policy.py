@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.job import Accounts, JobPolicy
+from agent.job import Accounts, JobPolicy, MailAddresses
 from agent.workdays import LiberationDay, WorkdayCalendar
 
 # Full E5 seats, from Microsoft's licensing reference (graph-reference/licensing-service-
@@ -36,7 +35,6 @@ DEFAULT_EXCHANGE_ONLY_SKU_IDS = [
     "80b2d799-d2ba-4d2a-8842-fb0d0f3a4b82",  # EXCHANGEDESKLESS: Exchange Online Kiosk
 ]
 ASSIGNMENT_STATES = ("Active", "ActiveWithError", "Disabled", "Error")
-_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def _guid(value: str) -> str:
@@ -74,7 +72,7 @@ class Policy(JobPolicy):
         description="licenseAssignmentStates states that count as holding the licence; "
                     "others (Error: e.g. CountViolation, the tenant ran out of seats) are "
                     "listed as not held")
-    deliver_to: list[str] = Field(
+    deliver_to: MailAddresses = Field(
         default_factory=list,
         description="mail addresses that receive the delivered export and totals "
                     "(empty: no mail). Needs `sender` and the Mail.Send permission")
@@ -104,14 +102,6 @@ class Policy(JobPolicy):
         if "Active" not in value:
             raise ValueError("must include 'Active'")
         return list(dict.fromkeys(value))
-
-    @field_validator("deliver_to")
-    @classmethod
-    def _addresses(cls, value: list[str]) -> list[str]:
-        bad = [v for v in value if not _ADDRESS.match(v)]
-        if bad:
-            raise ValueError(f"not a mail address: {', '.join(bad)}")
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
