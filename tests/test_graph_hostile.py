@@ -153,3 +153,34 @@ async def test_a_redirected_run_fails_audited_with_its_report(tmp_path: Path) ->
     assert "/v1.0/groups" not in seen
     last = (tmp_path / "state" / "audit.jsonl").read_text().splitlines()[-1]
     assert '"run-failed"' in last
+
+
+@respx.mock
+@pytest.mark.parametrize("bad", [{"id": None}, {"displayName": "no id"}, {"id": " "}, "x"])
+async def test_any_listed_object_asked_with_id_must_carry_one(bad: object) -> None:
+    """The rule holds for every service module (licensing, roles, devices), not only for
+    offboarding's: the client checks it wherever `id` was selected."""
+    respx.get(GRAPH + "/v1.0/users").mock(return_value=httpx.Response(
+        200, json={"value": [{"id": "1"}, bad]}))
+    async with client(RecordingSleep()) as graph:
+        with pytest.raises(GraphDataError, match=r"GET /users: an item (has no 'id'|is not)"):
+            await graph.collect("/users", permission="User.Read.All",
+                                select=("id", "displayName"))
+
+
+@respx.mock
+async def test_one_object_asked_with_id_must_carry_one() -> None:
+    respx.get(GRAPH + "/v1.0/users/u1").mock(return_value=httpx.Response(
+        200, json={"id": None, "displayName": "x"}))
+    async with client(RecordingSleep()) as graph:
+        with pytest.raises(GraphDataError, match=r"GET /users/u1: an item has no 'id'"):
+            await graph.get("/users/u1", permission="User.Read.All", select=("id",))
+
+
+@respx.mock
+async def test_objects_listed_without_selecting_id_are_not_checked() -> None:
+    respx.get(GRAPH + "/v1.0/security/secureScores").mock(return_value=httpx.Response(
+        200, json={"value": [{"currentScore": 1}]}))
+    async with client(RecordingSleep()) as graph:
+        found = await graph.collect("/security/secureScores", permission="SecurityEvents.Read.All")
+    assert found.items == [{"currentScore": 1}]

@@ -158,6 +158,19 @@ def require_text(raw: Mapping[str, Any], name: str, endpoint: str) -> str:
     return value
 
 
+def _require_ids(items: list[Any], endpoint: str) -> None:
+    """The boundary rule for every service module at once: an object asked for with
+    `$select=id` is a JSON object with a non-empty string id (jobs key everything on it;
+    an `"id": null` user was planned as `PATCH /users/None`, and would be counted, or
+    skipped, by active-users and the role audit alike)."""
+    for item in items:
+        if not isinstance(item, Mapping):
+            raise GraphDataError(f"{endpoint}: an item is not a JSON object "
+                                 f"({type(item).__name__}): the answer is not trusted, "
+                                 "nothing was changed")
+        require_text(item, "id", endpoint)
+
+
 def _error_envelope(response: httpx.Response) -> tuple[str | None, str]:
     try:
         body = response.json()
@@ -280,6 +293,8 @@ class GraphClient:
                     + (f" where $top={top} was asked" if top else "")
                     + ": not a Graph answer (a proxy?); refused",
                     request_id=response.headers.get("request-id"))
+            if "id" in select:
+                _require_ids(items, f"GET {path_key(url)}")
             reported = body.get("@odata.count") if first else None
             items = self._drop_repeats(items, seen_ids, path)
             pages += 1
@@ -338,7 +353,10 @@ class GraphClient:
             query["$select"] = ",".join(select)
         response = await self._request("GET", self._url(path, version), permission=permission,
                                        params=query)
-        return _json_object(response)
+        body = _json_object(response)
+        if "id" in select:
+            _require_ids([body], f"GET {path_key(str(response.request.url))}")
+        return body
 
     def _url(self, path: str, version: str) -> str:
         if version not in API_VERSIONS:
