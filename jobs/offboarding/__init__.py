@@ -12,7 +12,8 @@ DAP 3.13.3, 3.2.1, 3.2.2, 3.3, 3.6 (dap-rules.md §2). Safety before completenes
 
 Modules: `policy` (the TOML table), `planning` (pure: who is due for what), `devices` (pure:
 the device-action table), `notice` (pure: notice, veto, approval), `gate` (pure: what may
-change in this run), `execute` (the run), `overview` (deleted-accounts CSV).
+change in this run), `execute` (the run, stages 1-3), `purge` (stages 4-5: deletes, permanent
+deletes, completions), `overview` (deleted-accounts CSV).
 """
 
 from __future__ import annotations

@@ -37,24 +37,17 @@ from jobs.offboarding.notice import PurgeCheck
 from jobs.offboarding.overview import iso_or_none, write_deleted_accounts
 from jobs.offboarding.planning import (
     REFUSAL_RETRY,
-    DeletedPlan,
     Plan,
     Protection,
     UserPlan,
-    leaver_reason,
     local_date,
     plan,
     reconcile,
 )
 from jobs.offboarding.policy import Policy
+from jobs.offboarding.purge import Purger
 
 LEDGER_FILE = "offboarding-ledger.jsonl"
-# after DELETE /users/{id} the deleted item may take a while to replicate: the permanent
-# delete is retried this often (waits 1, 2, 4, 8 s); still 404 -> the next run completes it
-PURGE_ATTEMPTS = 5
-# "gone" from both users and deleted items counts as evidence only this long after our
-# delete (a read right after it may hit a replica that has seen neither)
-LAG_GRACE = timedelta(hours=1)
 
 
 @dataclass
@@ -131,7 +124,7 @@ class OffboardingRun:
             if p.kind == "protected":
                 self._protected(p)
             elif p.kind == "reenabled":
-                self._reenabled(p.user, p.evidence)
+                self.reenabled(p.user, p.evidence)
             elif p.kind == "restored":
                 self._restored(p)
         for p in self._of(the_plan, "set-inactive"):  # 1. disables
@@ -144,13 +137,14 @@ class OffboardingRun:
         for p in the_plan.users:  # 3. devices
             if p.kind == "inactive" or p.kind == "set-inactive":
                 await self._devices(p, the_gate)
+        purger = Purger(self)
         for p in self._of(the_plan, "inactive"):  # 4. deletes and purges
             if p.purge_due:
-                await self._purge_user(p, the_gate)
+                await purger.purge_user(p, the_gate)
         for d in the_plan.deleted:  # 5. completions
-            await self._complete(d, the_gate)
+            await purger.complete(d, the_gate)
         for record in the_plan.vanished:
-            await self._vanished(record.user_id, record.upn, the_gate)
+            await purger.vanished(record.user_id, record.upn, the_gate)
         self._summary(the_plan, the_gate)
         if not ctx.dry_run:  # a dry run writes nothing but its report and audit entries
             self._export()
@@ -292,14 +286,14 @@ class OffboardingRun:
                       "restored from deleted items after this agent deleted it: a veto; "
                       "never deleted again by this agent")
 
-    def _reenabled(self, user: DirectoryUser, evidence: str) -> None:
+    def reenabled(self, user: DirectoryUser, evidence: str) -> None:
         self.run.finding(
             "OFF-REENABLED", severity_of("OFF-REENABLED"), _subject(user),
             f"account of a leaver is enabled again: {evidence}. It is not disabled again "
             "nor purged by this job; disable it to resume offboarding, or clear its leave "
             "date.")
 
-    def _stopped(self, the_gate: Gate, limit: str) -> str | None:
+    def stopped(self, the_gate: Gate, limit: str) -> str | None:
         """Why the gate stops this kind of change ('' if it does not)."""
         if the_gate.fail_closed:
             return "a protection entry matches no user: no change is made in this run"
@@ -312,7 +306,7 @@ class OffboardingRun:
         self.run.finding("OFF-PRIVILEGED-LEAVER", severity_of("OFF-PRIVILEGED-LEAVER"),
                          _subject(user), detail)
 
-    def _refused_before(self, user: DirectoryUser, action: str, name: str,
+    def refused_before(self, user: DirectoryUser, action: str, name: str,
                         at: datetime) -> None:
         retry = (at + REFUSAL_RETRY).date().isoformat()
         detail = (f"Graph refused to {action} this leaver on {at.date().isoformat()} (403: "
@@ -325,9 +319,9 @@ class OffboardingRun:
     async def _disable(self, p: UserPlan, the_gate: Gate) -> None:
         user = p.user
         if p.refused_on is not None:
-            self._refused_before(user, "disable", "disable-user", p.refused_on)
+            self.refused_before(user, "disable", "disable-user", p.refused_on)
             return
-        stop = self._stopped(the_gate, "max_disable_per_run")
+        stop = self.stopped(the_gate, "max_disable_per_run")
         if stop is not None:
             self.run.skip("disable-user", _subject(user), stop)
             return
@@ -339,7 +333,7 @@ class OffboardingRun:
                 try:
                     result = await lifecycle.disable_user(self.ctx.graph, user.id)
                 except ChangeRefused as exc:
-                    self._refuse(user, "disable", exc, ch)
+                    self.refuse(user, "disable", exc, ch)
                     return
                 self.note("inactive", user.id, since=self.now, source="disabled",
                           request_id=result.request_id, upn=user.upn,
@@ -350,7 +344,7 @@ class OffboardingRun:
         elif ch.execute or ch.action.status == "planned":
             self.tally.disabled.add(user.id)  # dry run: the plan goes on as if made
 
-    def _refuse(self, user: DirectoryUser, action: str, exc: ChangeRefused,
+    def refuse(self, user: DirectoryUser, action: str, exc: ChangeRefused,
                 ch: Any) -> None:
         """A 403 for a privileged account: a finding, not a failed action every morning."""
         self.note("refused", user.id, action=action, error=str(exc)[:300])
@@ -415,7 +409,7 @@ class OffboardingRun:
                 self.run.skip(name, subject, "the account was not disabled in this run: "
                               "no device action before the account is off")
                 continue
-            stop = self._stopped(the_gate, "max_device_actions_per_run")
+            stop = self.stopped(the_gate, "max_device_actions_per_run")
             if stop is not None or user.id in self.tally.failed:
                 self.run.skip(name, subject, stop or "an earlier change of this leaver "
                               "failed in this run")
@@ -442,170 +436,6 @@ class OffboardingRun:
                     ch.done(request_id=result.request_id, note="device already gone")
                 else:
                     ch.done(request_id=result.request_id, after={f"{action}Issued": True})
-
-    # ---- purges ------------------------------------------------------------------------
-
-    def _purge_blocked(self, user_id: str, subject: Subject, action: str,
-                       the_gate: Gate) -> bool:
-        """Notice, veto, approval, fail-closed and the purge limit; True if stopped here."""
-        check = self.purges.get(user_id)
-        if check is None or not check.may_purge:
-            if check is not None and check.status == "vetoed":
-                self.run.finding("OFF-VETOED", severity_of("OFF-VETOED"), subject,
-                                 check.reason(self.policy.purge_notice_days))
-            reason = check.reason(self.policy.purge_notice_days) if check is not None \
-                else "not announced in the veto window yet"
-            self.run.skip(action, subject, f"not purged: {reason}")
-            return True
-        stop = self._stopped(the_gate, "max_purge_per_run")
-        if stop is not None:
-            self.run.skip(action, subject, stop)
-            return True
-        return False
-
-    async def _purge_user(self, p: UserPlan, the_gate: Gate) -> None:
-        user = p.user
-        if user.id in self.tally.failed:
-            return
-        if self._purge_blocked(user.id, _subject(user), "delete-user", the_gate):
-            return
-        if p.refused_on is not None:
-            self._refused_before(user, "delete", "delete-user", p.refused_on)
-            return
-        # the last gate: the account as it is now, not as it was at the start of the run
-        fresh = await lifecycle.get_user(self.ctx.graph, user.id)
-        if fresh is None:
-            self.run.warn(f"{user.upn} disappeared during the run (deleted by someone "
-                          "else?); the next run completes its purge if it is due")
-            return
-        if fresh.enabled:
-            self.note("reenabled", user.id)
-            self._reenabled(fresh, "enabled again during this run")
-            return
-        if leaver_reason(fresh, user.id in self.group_members, self.now) is None:
-            self.run.skip("delete-user", _subject(fresh),
-                          "no longer a leaver (leave date cleared or moved): not purged")
-            return
-        assert p.inactive_since is not None and p.purge_date is not None
-        since = p.inactive_since.astimezone(self.ctx.tz).date().isoformat()
-        check = self.purges[user.id]
-        with self.run.change(
-                "delete-user", _subject(user),
-                f"inactive since {since}; retention of {self.policy.retention_months} "
-                f"months ended {p.purge_date.isoformat()}; announced on "
-                f"{check.announced_on.isoformat()}",
-                before={"accountEnabled": False, "inactiveSince": since}) as ch:
-            if ch.execute:
-                self.intent(user.id, "delete")
-                try:
-                    result = await lifecycle.delete_user(self.ctx.graph, user.id)
-                except ChangeRefused as exc:
-                    self.note("purge-failed", user.id, error=str(exc)[:300])
-                    self._refuse(user, "delete", exc, ch)
-                    return
-                self.note("deleted", user.id, request_id=result.request_id,
-                          already_gone=result.already_gone)
-                ch.done(request_id=result.request_id, after={"inDeletedItems": True},
-                        note="already gone" if result.already_gone else None)
-        if ch.execute and not ch.ok:
-            return
-        await self._purge_deleted(user.id, _subject(user), "step 2 of 2 of the purge",
-                                  just_deleted=True)
-
-    async def _complete(self, d: DeletedPlan, the_gate: Gate) -> None:
-        subject = Subject("user", d.user.id, d.user.upn)
-        if d.protected:
-            self.run.skip("purge-user", subject,
-                          "protected: protected_users or emergency-access account")
-            return
-        if d.ours:
-            veto = self.decisions.veto(d.user.id, self.today)
-            if veto is not None:
-                self.run.finding("OFF-VETOED", severity_of("OFF-VETOED"), subject,
-                                 f"vetoed by {veto.by or 'unknown'}: {veto.reason or ''}")
-                self.run.skip("purge-user", subject, "not purged: a veto stands")
-                return
-            if the_gate.fail_closed:
-                self.run.skip("purge-user", subject, "a protection entry matches no user: "
-                              "no change is made in this run")
-                return
-        elif self._purge_blocked(d.user.id, subject, "purge-user", the_gate):
-            return
-        if not d.ours and not self.ctx.dry_run:
-            # deleted by someone else: record what the overview needs before purging
-            user, record = d.user, self.ledger.get(d.user.id)
-            if record is None or record.inactive_since is None:
-                self.note("inactive", user.id, since=user.leave_date, source="leave-date",
-                          upn=user.upn, name=user.display_name,
-                          leave_date=_date_or_none(user.leave_date))
-            # not deleted by a run of ours: no delete run id
-            self.ledger.record("deleted", user.id, at=self.now, run_id=None,
-                               deleted_at=user.deleted_at or self.now,
-                               source="found in deleted items")
-        await self._purge_deleted(d.user.id, subject, d.why, just_deleted=False)
-
-    async def _purge_deleted(self, user_id: str, subject: Subject, reason: str, *,
-                             just_deleted: bool) -> None:
-        with self.run.change("purge-user", subject,
-                             f"permanently delete from deleted items ({reason})",
-                             before={"inDeletedItems": True}) as ch:
-            if ch.execute:
-                self.intent(user_id, "purge")
-                result = await lifecycle.purge_deleted_user(self.ctx.graph, user_id)
-                wait = 1.0
-                for _ in range(PURGE_ATTEMPTS - 1 if just_deleted else 0):
-                    if not result.already_gone:
-                        break
-                    # 404 right after our delete: not replicated yet, not "gone"
-                    await self.ctx.graph.sleep(wait)
-                    wait *= 2
-                    result = await lifecycle.purge_deleted_user(self.ctx.graph, user_id)
-                if not result.already_gone:
-                    self.note("purged", user_id, request_id=result.request_id, source="purged")
-                    ch.done(request_id=result.request_id, after={"inDeletedItems": False})
-                elif not just_deleted and await self._gone(user_id):
-                    self.note("purged", user_id, request_id=result.request_id,
-                              source="verified gone")
-                    ch.done(request_id=result.request_id, after={"inDeletedItems": False},
-                            note="already gone: neither in users nor in deleted items")
-                else:
-                    ch.action.reason += ("; deleted, the deleted item is not visible yet "
-                                         "(replication): the next run completes the purge")
-        if ch.ok:
-            self.tally.purged_ids.add(user_id)
-
-    async def _gone(self, user_id: str) -> bool:
-        """Evidence of a purge: direct reads answer 404 for the user and the deleted item."""
-        if await lifecycle.get_user(self.ctx.graph, user_id) is not None:
-            return False
-        return await lifecycle.get_deleted_user(self.ctx.graph, user_id) is None
-
-    async def _vanished(self, user_id: str, upn: str | None, the_gate: Gate) -> None:
-        """Our purge pending, the user listed neither in users nor in deleted items: a list
-        can miss an object (a lost page, lag); only direct reads are evidence."""
-        subject = Subject("user", user_id, upn)
-        record = self.ledger.get(user_id)
-        if the_gate.fail_closed or record is None:
-            return
-        if await lifecycle.get_user(self.ctx.graph, user_id) is not None:
-            self.run.warn(f"{upn or user_id}: our purge is pending but the user was not "
-                          "listed; a direct read finds it in users: nothing done")
-            return
-        if await lifecycle.get_deleted_user(self.ctx.graph, user_id) is not None:
-            await self._purge_deleted(user_id, subject, "completing our purge",
-                                      just_deleted=False)
-            return
-        deleted_at = record.deleted_at or self.now
-        if self.now - deleted_at < LAG_GRACE:
-            self.run.skip("purge-user", subject, "deleted moments ago and not visible yet: "
-                          "the next run checks again")
-            return
-        self.note("purged", user_id, source="verified gone", already_gone=True)
-        self.tally.purged_ids.add(user_id)
-        self.run.skip("purge-user", subject,
-                      "already purged: direct reads find it neither in users nor in deleted "
-                      "items (a run cut off after its permanent delete, or purged by someone "
-                      "else)")
 
     # ---- report ------------------------------------------------------------------------
 
