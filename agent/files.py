@@ -111,15 +111,29 @@ def open_state_file(path: Path, flags: int, mode: int = 0o600) -> int:
     path = Path(os.path.abspath(path))
     dfd = open_dir(path.parent, create=bool(flags & os.O_CREAT))
     try:
+        try:  # a device node is never even opened (an open alone may act, e.g. a tape rewinds)
+            if not stat.S_ISREG(os.stat(path.name, dir_fd=dfd, follow_symlinks=False).st_mode):
+                raise _unsafe(dfd, path.name, path)
+        except FileNotFoundError:
+            pass  # created below (O_CREAT) or reported by the open
         try:
             fd = os.open(path.name, flags | _NOFOLLOW | os.O_NONBLOCK, mode, dir_fd=dfd)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise _unsafe(dfd, path.name, path) from None
             raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             os.close(fd)
             raise _unsafe(dfd, path.name, path)
+        if flags & (os.O_WRONLY | os.O_RDWR) and info.st_nlink > 1:
+            # a hard link to another file: a lock's holder record or an append would
+            # truncate or change that file (as a symlink would)
+            os.close(fd)
+            raise UnsafePathError(
+                f"{path}: has {info.st_nlink} hard links, so it may be someone else's file: "
+                "the agent writes only files of its own in its state directory; nothing was "
+                "written to it. Remove it and run again")
         if not flags & os.O_NONBLOCK:
             os.set_blocking(fd, True)
         return fd

@@ -69,6 +69,26 @@ def test_a_symlinked_lock_file_is_refused_and_its_target_not_truncated(
     assert victim.read_bytes() == b"not the agent's"
 
 
+@pytest.mark.parametrize("name", ["locks/active-users.lock", "locks/active-users.state.lock"])
+def test_a_hard_link_to_another_file_is_refused_and_that_file_not_changed(
+        tmp_path: Path, victim: Path, name: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """O_NOFOLLOW does not see a hard link: a lock file hard-linked to another file had
+    that file truncated by the holder record (an audit log, appended to)."""
+    state = tmp_path / "state"
+    (state / "locks").mkdir(parents=True)
+    content = victim.read_bytes()
+    os.link(victim, state / name)
+    config = config_for(tmp_path, monkeypatch, state)
+    assert run(config) == 2
+    err = capsys.readouterr().err
+    assert "hard links" in err and "Traceback" not in err
+    assert victim.read_bytes() == content
+    with pytest.raises(UnsafePathError, match="hard links"):
+        append_line(state / name, b"line\n")  # the ledger's and decisions' appends alike
+    assert victim.read_bytes() == content
+
+
 def test_a_lock_file_is_not_truncated_when_opened(tmp_path: Path) -> None:
     trust_state_dir(tmp_path)
     path = tmp_path / "locks" / "job.lock"
