@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent.errors import DapError
-from agent.files import make_private_dirs
+from agent.files import make_private_dirs, read_state_bytes
 
 DECISIONS_FILE = "decisions.jsonl"
 Kind = Literal["veto", "lift", "approve"]
@@ -118,7 +118,7 @@ class Decisions:
 def load(state_dir: Path) -> Decisions:
     path = path_of(state_dir)
     try:
-        data = path.read_bytes()
+        data = read_state_bytes(path)
     except FileNotFoundError:
         return Decisions()
     lines = data.split(b"\n")

@@ -25,6 +25,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import BinaryIO
 
 from agent.errors import DiskFullError, UnsafePathError, UsageError
 
@@ -121,7 +122,8 @@ def open_state_file(path: Path, flags: int, mode: int = 0o600) -> int:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise _unsafe(dfd, path.name, path) from None
-            raise
+            # opened relative to a descriptor, the error names only the file: name it whole
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             os.close(fd)
@@ -141,10 +143,15 @@ def open_state_file(path: Path, flags: int, mode: int = 0o600) -> int:
         os.close(dfd)
 
 
+def open_state_reader(path: Path) -> BinaryIO:
+    """A state file opened for reading (streamed: the audit log), without following a
+    symlink."""
+    return os.fdopen(open_state_file(path, os.O_RDONLY), "rb")
+
+
 def read_state_bytes(path: Path) -> bytes:
     """The whole of a state file, read without following a symlink."""
-    fd = open_state_file(path, os.O_RDONLY)
-    with os.fdopen(fd, "rb") as handle:
+    with open_state_reader(path) as handle:
         return handle.read()
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agent.files import exclusive_lock, write_atomic
+from agent.files import exclusive_lock, read_state_bytes, write_atomic
 from agent.run import RunReport, iso_z, load_report
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def read_state(state_dir: Path, job_id: str) -> JobState:
     """The job's state; rebuilt from the run reports if the file is missing or damaged."""
     path = state_path(state_dir, job_id)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_state_bytes(path))
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         return JobState.from_dict(data)

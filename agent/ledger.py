@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import DapError, DiskFullError
-from agent.files import make_private_dirs, open_state_file
+from agent.files import make_private_dirs, open_state_file, read_state_bytes
 
 EVENTS = ("inactive", "revoked", "device", "reenabled", "purge-started", "purge-failed",
           "deleted", "purged", "intent", "intent-void", "announced", "refused", "restored")
@@ -236,7 +236,7 @@ class Ledger:
 
     def _load(self) -> None:
         try:
-            data = self.path.read_bytes()
+            data = read_state_bytes(self.path)
         except FileNotFoundError:
             return
         offset = 0

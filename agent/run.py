@@ -28,7 +28,7 @@ import structlog
 
 from agent.audit import AuditBrokenError, AuditLog
 from agent.errors import DapError, GraphAuthError, GraphError, RunInterrupted
-from agent.files import write_atomic_chunks
+from agent.files import read_state_bytes, write_atomic_chunks
 from agent.rules import Severity as Severity  # re-exported: jobs import it from here
 
 ActionStatus = Literal["done", "planned", "skipped", "failed"]
@@ -308,7 +308,7 @@ def find_report(path_or_id: Path | str, runs_dir: Path | None = None) -> Path:
 def read_report_bytes(path_or_id: Path | str, runs_dir: Path | None = None) -> bytes:
     """The report's JSON bytes as `report_sha256` hashes them (uncompressed)."""
     path = find_report(path_or_id, runs_dir)
-    data = path.read_bytes()
+    data = read_state_bytes(path)
     if not path.name.endswith(".gz"):
         return data
     try:

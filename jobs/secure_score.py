@@ -19,7 +19,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.files import write_atomic
+from agent.files import read_state_bytes, write_atomic
 from agent.graph import secure_score as graph_scores
 from agent.graph.secure_score import SecureScore
 from agent.job import JobContext, JobPolicy, JobSpec
@@ -71,7 +71,7 @@ def load_records(state_dir: Path) -> list[dict[str, Any]]:
     records = []
     for path in sorted(directory.glob("????-??-??.json")):
         try:
-            record = json.loads(path.read_bytes())
+            record = json.loads(read_state_bytes(path))
         except (OSError, ValueError):
             continue
         if isinstance(record, dict) and isinstance(record.get("current"), (int, float)):
@@ -118,7 +118,7 @@ async def run(ctx: JobContext) -> None:
     for score in scores:
         path = store_dir(ctx.state_dir) / f"{score.day.isoformat()}.json"
         data = encode(record_of(score))
-        if path.is_file() and path.read_bytes() == data:
+        if path.is_file() and read_state_bytes(path) == data:
             continue  # idempotent: the same day seen again writes nothing
         write_atomic(path, data)
         written += 1

@@ -15,6 +15,7 @@ from typing import Any, Literal, cast
 
 from pydantic import model_validator
 
+from agent.files import read_state_bytes
 from agent.job import JobContext, JobPolicy, JobSpec, MailAddresses
 from agent.run import Subject
 
@@ -56,7 +57,7 @@ async def run(ctx: JobContext) -> None:
     ctx.run.report.summary.update(summary)
     if not policy.deliver_to:
         return
-    await _deliver(ctx, policy, month, written.path.read_bytes(),
+    await _deliver(ctx, policy, month, read_state_bytes(written.path),
                    report_name(month, policy.format))
 
 

@@ -220,3 +220,25 @@ def test_retention_never_deletes_through_a_symlinked_exports_dir(tmp_path: Path)
     with pytest.raises(UnsafePathError, match="exports is a symlink"):
         prune(state, RetentionPolicy(), datetime(2026, 5, 1, tzinfo=UTC), lambda entry: None)
     assert (elsewhere / "devices-2020-01-01.csv").read_bytes() == b"someone else's"
+
+
+def test_a_symlinked_state_file_is_not_read_through(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Reads too: a snapshot (or ledger, run report, score record) replaced by a symlink
+    to a file of the attacker's choosing is refused, not rendered or believed."""
+    state = tmp_path / "state"
+    config = config_for(tmp_path, monkeypatch, state)
+    assert run(config, "--final") == 0
+    snapshot = state / "snapshots" / "active-users" / "2026-05.json"
+    forged = tmp_path / "elsewhere.json"
+    forged.write_bytes(snapshot.read_bytes())
+    snapshot.unlink()
+    snapshot.symlink_to(forged)
+    capsys.readouterr()
+    code = main(["--config", str(config), "export", "active-users", "--month", "2026-05",
+                 "--output", str(tmp_path / "out.csv")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "2026-05.json is a symlink" in err and "Traceback" not in err
+    assert not (tmp_path / "out.csv").exists()

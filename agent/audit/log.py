@@ -40,6 +40,8 @@ from agent.files import (
     fsync_directory,
     make_private_dirs,
     open_state_file,
+    open_state_reader,
+    read_state_bytes,
     write_atomic,
 )
 
@@ -101,7 +103,7 @@ class AuditLog:
 
     def entries(self) -> Iterator[dict[str, Any]]:
         for path in self.files():
-            with path.open("rb") as fh:
+            with open_state_reader(path) as fh:
                 for raw in fh:
                     try:
                         entry = json.loads(raw)
@@ -174,7 +176,7 @@ class AuditLog:
         """The last `month-delivered` entry of `month`, or None (read on a broken log too)."""
         found = None
         for path in self.files():
-            with path.open("rb") as fh:
+            with open_state_reader(path) as fh:
                 for raw in fh:
                     if b'"event":"month-delivered"' in raw:
                         try:
@@ -225,7 +227,7 @@ class AuditLog:
     def _read_head(self) -> tuple[int, str] | str | None:
         """(seq, hash), None when missing, or a problem text when unreadable."""
         try:
-            head = json.loads(self.head_path.read_bytes())
+            head = json.loads(read_state_bytes(self.head_path))
             return int(head["seq"]), str(head["hash"])
         except FileNotFoundError:
             return None
@@ -312,7 +314,7 @@ class AuditLog:
         end, and any torn bytes after them."""
         torn_in: tuple[Path, bytes] | None = None  # a file holding nothing but a torn line
         for path in reversed(self.files()):
-            with path.open("rb") as fh:
+            with open_state_reader(path) as fh:
                 size = fh.seek(0, os.SEEK_END)
                 if size == 0:
                     continue
@@ -435,7 +437,7 @@ class AuditLog:
         """A new month starts a new segment: the current file moves to audit-segments/."""
         if tail.ts is None or tail.ts[:7] == ts[:7] or not self.path.exists():
             return
-        with self.path.open("rb") as fh:
+        with open_state_reader(self.path) as fh:
             first = parse(fh.readline())
         if first.problem:
             return

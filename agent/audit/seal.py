@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import UsageError
-from agent.files import fsync_directory, write_atomic
+from agent.files import fsync_directory, read_state_bytes, write_atomic
 
 KEY_PREFIX = "dapv1-"
 _EVOLVE = b"dap-agent audit epoch evolve"
@@ -105,7 +105,7 @@ class SealStateError(Exception):
 def load_state(path: Path) -> SealState | None:
     """The sealing state, or None when there is none; SealStateError when unreadable."""
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(read_state_bytes(path))
         state = SealState(int(data["epoch"]), bytes.fromhex(data["key"]), str(data["key_id"]))
     except FileNotFoundError:
         return None

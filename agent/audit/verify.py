@@ -15,6 +15,7 @@ from typing import Any
 
 from agent.audit.entry import GENESIS, BadLine, scan
 from agent.audit.seal import Sealer, SealState, evolve, key_id
+from agent.files import open_state_reader
 
 CLOSERS = ("seal-init", "epoch-closed")  # events that end their epoch
 # `on_entry` sees the entries with a checksum (run-finished: report_sha256,
@@ -88,7 +89,7 @@ class Walk:
         on_entry = self.on_entry
         number = 0
         try:
-            with path.open("rb") as fh:
+            with open_state_reader(path) as fh:
                 for number, raw in enumerate(fh, start=1):
                     if raw[-1:] != b"\n":
                         if last:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from agent.errors import DapError
-from agent.files import make_private_dirs, write_atomic
+from agent.files import make_private_dirs, read_state_bytes, write_atomic
 from agent.logs import redact_text
 from agent.notify import messages
 from agent.notify.channels import ChannelError, by_mail, by_webhook
@@ -269,7 +269,7 @@ async def notify_audit_broken(settings: Settings, problem: str, *, checkpoint: s
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(read_state_bytes(path))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

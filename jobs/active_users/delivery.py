@@ -15,7 +15,7 @@ from typing import Any
 
 from agent.errors import GraphError
 from agent.exports import sha256_hex
-from agent.files import write_atomic
+from agent.files import read_state_bytes, write_atomic
 from agent.graph.mail import UPLOAD_MAX, Attachment, send_mail
 from agent.job import JobContext
 from agent.run import Subject, iso_z
@@ -76,7 +76,7 @@ def recover_delivery_record(ctx: JobContext, snapshot: dict[str, Any],
             return
     ctx.run.warn(f"the delivery of {month} by run {snapshot['run_id']} was not in the audit "
                  "log (that run was interrupted): recorded now")
-    snapshot_sha256 = sha256_hex(snapshot_path(ctx.state_dir, month).read_bytes())
+    snapshot_sha256 = sha256_hex(read_state_bytes(snapshot_path(ctx.state_dir, month)))
     record_delivery(ctx, snapshot, snapshot_sha256, export_path)
 
 
@@ -99,7 +99,7 @@ def already_delivered(ctx: JobContext, existing: dict[str, Any], export_path: Pa
         ctx.run.warn(f"live count {summary['active']} differs from the {delivered_totals['active']}"
                      f" delivered for {month}; the delivered export stays as it is")
     try:
-        intact = sha256_hex(export_path.read_bytes()) == existing["export"]["sha256"]
+        intact = sha256_hex(read_state_bytes(export_path)) == existing["export"]["sha256"]
     except FileNotFoundError:
         intact = False
     if not intact:
@@ -173,7 +173,7 @@ async def deliver_mail(ctx: JobContext, policy: Policy, snapshot: dict[str, Any]
 
 def _read_state(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(read_state_bytes(path))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError):

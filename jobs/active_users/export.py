@@ -10,7 +10,7 @@ from typing import Any
 
 from agent.errors import DapError, UsageError
 from agent.exports import Sheet, check_delivered, render_csv, render_xlsx, sha256_hex
-from agent.files import write_atomic, write_output
+from agent.files import read_state_bytes, write_atomic, write_output
 from jobs.active_users.counting import Changes
 from jobs.active_users.snapshot import (
     changes_of,
@@ -121,7 +121,7 @@ def export_month(state_dir: Path, month: str, fmt: str = "csv",
     _refuse_state_files(state_dir, target, canonical)
     delivered_file = snapshot["delivered"] and fmt == "csv" and _same_file(target, canonical)
     if delivered_file and target.exists():
-        current = target.read_bytes()
+        current = read_state_bytes(target)
         if current == data:
             return target
         raise UsageError(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from agent.errors import DapError, UsageError
+from agent.files import read_state_bytes
 from agent.graph.licensing import SubscribedSku
 from agent.run import iso_z
 from agent.workdays import local_date
@@ -61,7 +62,7 @@ def export_name(month: str, fmt: str = "csv") -> str:
 def load_snapshot(state_dir: Path, month: str) -> dict[str, Any] | None:
     path = snapshot_path(state_dir, month)
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(read_state_bytes(path))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from agent.files import write_atomic
+from agent.files import read_state_bytes, write_atomic
 from agent.ledger import LeaverRecord
 
 CSV_COLUMNS = ("user_id", "user_principal_name", "display_name", "leave_date",
@@ -59,7 +59,7 @@ def write_deleted_accounts(exports: Path, records: Iterable[LeaverRecord], month
     data = buffer.getvalue().encode("utf-8")
     path = exports / f"deleted-accounts-{month.strftime('%Y-%m')}.csv"
     try:
-        if path.read_bytes() == data:
+        if read_state_bytes(path) == data:
             return path
     except FileNotFoundError:
         pass
